@@ -1,0 +1,170 @@
+"""`build`: manifest → plan → Dask tasks → journal → provenance, resumable.
+
+1. load and validate the manifest (nothing is written if it is bad)
+2. index the source and plan one WorkUnit per shard
+3. skip units whose fingerprint and file sha256 already stand in the journal
+4. run the rest on Dask; append each finished shard to the journal
+5. drop orphaned shards; write samples.parquet, provenance.json and the card
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.engine import dask_client, run_units
+from pipeline.journal import JournalWriter, read_journal
+from pipeline.manifest import load_manifest
+from pipeline.plan import Plan, plan_release
+from pipeline.provenance import write_release_metadata
+from pipeline.records import ShardRecord, WorkUnit
+from pipeline.task import TaskContext, run_unit
+from pipeline.writers.files import filesystem, remove_temporaries, sha256_file
+from pipeline.writers.zarr_store import ZarrLayout, ensure_store
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    planned: int
+    built: int
+    skipped: int
+    removed: list[str]
+    counts: dict[str, int]
+    seconds: float
+    records: list[ShardRecord] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.built or self.removed)
+
+
+def shard_is_done(record: ShardRecord | None, unit: WorkUnit, out: Path) -> bool:
+    """Done = same fingerprint in the journal and the files still match it."""
+    if record is None or record.fingerprint != unit.fingerprint:
+        return False
+    if record.path is not None:
+        path = out / record.path
+        if not path.exists() or path.stat().st_size != record.bytes:
+            return False
+        fs, root = filesystem(str(out))
+        if sha256_file(fs, f"{root}/{record.path}") != record.sha256:
+            return False
+    return True
+
+
+def zarr_layouts(release: Any, plan: Plan, out: Path) -> dict[str, ZarrLayout]:
+    if "zarr" not in release.output.formats:
+        return {}
+    height, width = release.output.image_size
+    channels = getattr(release.source, "channels", 3) or 3
+    layouts = {}
+    for stage_index, variant in plan.variants:
+        k = plan.stages[stage_index].outputs_per_input(variant)
+        shard_len = release.output.samples_per_shard * k
+        layouts[variant.config] = ZarrLayout(
+            path=str(out / "zarr" / f"{variant.config}.zarr"), length=max(len(plan.index) * k, 1),
+            shard_len=shard_len, height=height, width=width, channels=channels)
+    return layouts
+
+
+def prepare_zarr(release: Any, plan: Plan, out: Path, journal: dict[str, ShardRecord]) -> dict[str, ZarrLayout]:
+    """Create stores whose layout changed; their units must be rewritten."""
+    layouts = zarr_layouts(release, plan, out)
+    for config, layout in layouts.items():
+        attrs = {"config": config, "release": release.name, "version": release.version}
+        if ensure_store(layout, attrs):
+            for shard_id in [s for s, r in journal.items() if r.config == config]:
+                journal.pop(shard_id)
+    return layouts
+
+
+def remove_orphans(out: Path, planned: set[str], journal: dict[str, ShardRecord]) -> list[str]:
+    """Delete shard files and journal entries that the current plan no longer has."""
+    removed = []
+    for tar in sorted((out / "data").glob("*/*.tar")) if (out / "data").exists() else []:
+        shard_id = f"{tar.parent.name}/{tar.stem}"
+        if shard_id not in planned:
+            tar.unlink()
+            removed.append(shard_id)
+    for shard_id in [s for s in journal if s not in planned]:
+        journal.pop(shard_id)
+        if shard_id not in removed:
+            removed.append(shard_id)
+    for folder in (out / "data").iterdir() if (out / "data").exists() else []:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    planned_configs = {s.split("/")[0] for s in planned}
+    for store in (out / "zarr").glob("*.zarr") if (out / "zarr").exists() else []:
+        if store.name[: -len(".zarr")] not in planned_configs:
+            shutil.rmtree(store)
+    return removed
+
+
+def build_release(manifest: str | Path | Any, out: str | Path, workers: int | None = None,
+                  scheduler: str | None = None, progress: bool = False,
+                  on_event: Callable[[str], None] | None = None) -> BuildResult:
+    started = time.perf_counter()
+    release = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
+    out = Path(out)
+    say = on_event or (lambda msg: None)
+    plan = plan_release(release, filters_fingerprint=_filters_fingerprint(release))
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(*filesystem(str(out)))
+
+    journal = read_journal(out)
+    layouts = prepare_zarr(release, plan, out, journal)
+    planned = {u.shard_id for u in plan.units}
+    removed = remove_orphans(out, planned, journal)
+    todo = [u for u in plan.units if not shard_is_done(journal.get(u.shard_id), u, out)]
+    say(f"planned {len(plan.units)} shards over {len(plan.index)} source items; "
+        f"{len(plan.units) - len(todo)} already done, {len(todo)} to build")
+
+    writer = JournalWriter(out)
+    try:
+        if todo:
+            _run(plan, todo, TaskContext(release=release, out=str(out), zarr=layouts), journal, writer,
+                 workers, scheduler, progress, say)
+        records = [journal[u.shard_id] for u in plan.units]
+        writer.compact(records)
+    finally:
+        writer.close()
+    counts = write_release_metadata(out, release, plan, records)
+    return BuildResult(out=out, planned=len(plan.units), built=len(todo), skipped=len(plan.units) - len(todo),
+                       removed=removed, counts=counts, seconds=time.perf_counter() - started, records=records)
+
+
+def _filters_fingerprint(release: Any) -> Any:
+    if not getattr(release, "filters", None):
+        return None
+    from stages.filters import FilterChain
+
+    return FilterChain(release.filters).fingerprint()
+
+
+def _run(plan: Plan, todo: list[WorkUnit], ctx: TaskContext, journal: dict[str, ShardRecord],
+         writer: JournalWriter, workers: int | None, scheduler: str | None, progress: bool,
+         say: Callable[[str], None]) -> None:
+    from pipeline.progress import BuildProgress
+
+    n_samples = sum((u.stop - u.start) * plan.stages[u.stage_index].outputs_per_input(u.variant) for u in todo)
+    with dask_client(workers, scheduler) as client, BuildProgress(len(todo), n_samples, progress) as bar:
+        if client.dashboard_link:
+            say(f"Dask dashboard: {client.dashboard_link}")
+
+        def done(record: ShardRecord) -> None:
+            writer.append(record)
+            journal[record.shard_id] = record
+            bar.advance(sum(record.counts.values()), record.counts.get("error", 0))
+
+        run_units(client, todo, run_unit,
+                  args_for=lambda u: (u, plan.index.items(u.start, u.stop), ctx),
+                  resources_for=lambda u: _resources(plan.stages[u.stage_index]),
+                  on_done=done)
+
+
+def _resources(stage: Any) -> dict:
+    return dict(stage.resources or {})

@@ -1,0 +1,144 @@
+"""Core commands: build, plan, verify, preview, schema."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.cli import UsageError
+
+DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "demo.yaml"
+console = Console(stderr=True)
+
+
+def _manifest_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", nargs="?", default=str(DEMO_MANIFEST),
+                        help="release manifest YAML (default: the embedded demo, manifests/demo.yaml)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build a release from a manifest (resumes if interrupted)",
+                       description="Plan one task per output shard and run them on Dask. Rerunning on the "
+                                   "same --out skips every shard that is already complete.")
+    _manifest_arg(p)
+    p.add_argument("--out", required=True, help="release folder (created if missing)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="LocalCluster worker processes (default: one per core)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                        "(default: $DASK_SCHEDULER_ADDRESS, else a LocalCluster)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any sample ended with status=error")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("plan", help="print the work a build would do, without running it")
+    _manifest_arg(p)
+    p.add_argument("--out", default=None, help="release folder: also show which shards are already done")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("verify", help="re-hash every shard against provenance.json; exit 1 on mismatch")
+    p.add_argument("release", help="release folder")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("preview", help="contact-sheet PNG: rows = source images, columns = shift configs")
+    p.add_argument("release", help="release folder")
+    p.add_argument("--out", default="preview.png", help="PNG to write (default: preview.png)")
+    p.add_argument("--rows", type=int, default=6, help="source images to show (default: 6)")
+    p.add_argument("--configs", default="*", help="glob over config names, e.g. 'fog-*' (default: all)")
+    p.add_argument("--max-columns", type=int, default=48, help="most configs to show (default: 48)")
+    p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("schema", help="write the JSON Schemas of the release manifest and provenance")
+    p.add_argument("--out", default=str(DEMO_MANIFEST.parent / "schema"), help="folder for the schema files")
+    p.set_defaults(func=cmd_schema)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from pipeline.build import build_release
+    from pipeline.manifest import load_manifest
+
+    release = load_manifest(args.manifest)  # validation errors exit 2 before anything is written
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = build_release(release, args.out, workers=args.workers, scheduler=args.scheduler,
+                               progress=not args.no_progress,
+                               on_event=lambda msg: console.print(msg))
+    except Exception as exc:  # noqa: BLE001 - one line for the user, details in the log
+        log_path = Path(args.out) / "build-error.log"
+        from pipeline.task import format_traceback
+
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(format_traceback(exc))
+        console.print(f"[red]build failed:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                      f" (details: {log_path})")
+        return 1
+    c = result.counts
+    console.print(f"built {result.built} shards, skipped {result.skipped} unchanged"
+                  + (f", removed {len(result.removed)} orphaned" if result.removed else "")
+                  + f" in {result.seconds:.1f}s — {c['total']} samples: {c['ok']} ok, "
+                  f"{c['rejected']} rejected, {c['error']} errors → {result.out}")
+    if c["error"]:
+        console.print(f"[yellow]{c['error']} samples failed; see status/reason in {result.out}/samples.parquet")
+    return 1 if args.strict and c["error"] else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from pipeline.build import shard_is_done
+    from pipeline.journal import read_journal
+    from pipeline.manifest import load_manifest
+    from pipeline.plan import plan_release
+
+    release = load_manifest(args.manifest)
+    plan = plan_release(release)
+    journal = read_journal(Path(args.out)) if args.out else {}
+    done = sum(shard_is_done(journal.get(u.shard_id), u, Path(args.out)) for u in plan.units) if args.out else 0
+    per_config = Counter(u.variant.config for u in plan.units)
+    print(f"release {release.name} {release.version}: {len(plan.index)} source items "
+          f"({release.source.kind}), {len(plan.variants)} configs, {len(plan.units)} shards"
+          + (f", {done} already done" if args.out else ""))
+    for stage_index, variant in plan.variants:
+        print(f"  {variant.config:<32} {per_config[variant.config]:>6} shards  {variant.params}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.verify import verify_release
+
+    if not Path(args.release).is_dir():
+        raise UsageError(f"{args.release} is not a folder")
+    report = verify_release(args.release)
+    for problem in report.problems:
+        print(f"MISMATCH {problem}")
+    print(f"{'OK' if report.ok else 'FAILED'}: {report.shards} shards, {report.samples} samples checked, "
+          f"{len(report.problems)} problems")
+    return 0 if report.ok else 1
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from pipeline.preview import contact_sheet
+
+    if not (Path(args.release) / "provenance.json").exists():
+        raise UsageError(f"{args.release} has no provenance.json; build it first")
+    try:
+        path = contact_sheet(args.release, args.out, rows=args.rows, configs=args.configs,
+                             max_columns=args.max_columns)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from pipeline.manifest import export_schema
+    from pipeline.provenance_schema import export_provenance_schema
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {export_schema(out)}")
+    print(f"wrote {export_provenance_schema(out)}")
+    return 0

@@ -1,0 +1,140 @@
+"""The release manifest: YAML in, a typed, validated `Release` out.
+
+The model is assembled from every available stage's and source's params model
+(a discriminated union on `stage:` / `kind:`), so one JSON Schema covers all of
+them and a bad manifest fails before any work starts, naming the field path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from pipeline.sources import available_sources
+from stages import available_stages
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be used; the message lists every problem with its field path."""
+
+
+class OutputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    formats: list[Literal["webdataset", "zarr"]] = Field(default=["webdataset"], min_length=1)
+    samples_per_shard: int = Field(default=100, ge=1, le=1_000_000)
+    encoding: Literal["png", "jpg"] = "png"
+    jpeg_quality: int = Field(default=95, ge=1, le=100)
+    image_size: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] | None = Field(
+        default=None, description="(height, width) every image is resized to in the Zarr store")
+
+    @model_validator(mode="after")
+    def _zarr_needs_size(self) -> OutputSpec:
+        if "zarr" in self.formats and self.image_size is None:
+            raise ValueError("output.image_size [height, width] is required when formats include zarr")
+        return self
+
+
+class HubSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repo: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    private: bool = False
+    pretty_name: str | None = None
+    task_categories: list[str] = ["image-classification"]
+    source_datasets: list[str] = []
+    tags: list[str] = ["robustness", "distribution-shift"]
+    citation: str | None = None
+
+
+def _union(models: list[type[BaseModel]], discriminator: str) -> Any:
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[tuple(models)], Field(discriminator=discriminator)]  # noqa: UP007
+
+
+def _filters_field() -> tuple[Any, Any]:
+    try:
+        from stages.filters import FiltersSpec
+    except ModuleNotFoundError as exc:
+        if exc.name != "stages.filters":
+            raise
+        return (list[Any], Field(default=[], max_length=0, description="filters (none available)"))
+    return (FiltersSpec | None, None)
+
+
+@cache
+def release_model() -> type[BaseModel]:
+    """The `Release` pydantic model over the stages and sources present."""
+    stage_params = [cls.Params for cls in available_stages().values()]
+    source_specs = [cls.Spec for cls in available_sources().values()]
+    model = create_model(
+        "Release",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        name=(str, Field(pattern=NAME_PATTERN, description="release name; also the default Hub repo name")),
+        version=(str, Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z._-]*$", description="release version, e.g. 1.0.0")),
+        license=(str, "other"),
+        description=(str, ""),
+        seed=(int, Field(default=0, ge=0, lt=2**63)),
+        source=(_union(source_specs, "kind"), ...),
+        shifts=(list[_union(stage_params, "stage")], Field(min_length=1)),
+        filters=_filters_field(),
+        output=(OutputSpec, OutputSpec()),
+        hub=(HubSpec, HubSpec()),
+    )
+    return model
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        # drop the discriminator tag pydantic inserts for unions (e.g. 'corruptions')
+        path = ".".join(str(p) for p in err["loc"])
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {json.dumps(got, default=str)[:80]})"
+        lines.append(f"  {path or '<root>'}: {err['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def parse_release(data: Any, origin: str = "<manifest>") -> BaseModel:
+    if not isinstance(data, dict):
+        raise ManifestError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return release_model().model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(f"{origin}: invalid release manifest\n{format_validation_error(exc)}") from None
+
+
+def load_manifest(path: str | Path) -> BaseModel:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    return parse_release(data, origin=str(path))
+
+
+def manifest_sha256(release: BaseModel) -> str:
+    return hashlib.sha256(canonical_json(release.model_dump(mode="json")).encode()).hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def export_schema(out_dir: str | Path) -> Path:
+    out = Path(out_dir) / "release.schema.json"
+    out.write_text(json.dumps(release_model().model_json_schema(), indent=2) + "\n")
+    return out

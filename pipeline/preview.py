@@ -1,0 +1,82 @@
+"""`preview`: a contact sheet PNG — rows are source images, columns are configs."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from fnmatch import fnmatch
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+from PIL import Image, ImageDraw, ImageFont
+
+
+def _read_config(out: Path, shards: list[str], wanted: set[str] | None) -> dict[str, tuple[np.ndarray, str]]:
+    """source key -> (thumbnail pixels, shift label) for one config, read with webdataset."""
+    found = {}
+    urls = [str(out / s) for s in shards]
+    for sample in wds.WebDataset(urls, shardshuffle=False).decode("rgb8"):
+        doc = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
+        source_key = doc["source"]["key"]
+        if wanted is not None and source_key not in wanted:
+            continue
+        image = sample.get("png", sample.get("jpg"))
+        if source_key not in found:
+            found[source_key] = (image, doc["key"])
+        if wanted is not None and len(found) == len(wanted):
+            break
+    return found
+
+
+def _label_font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def contact_sheet(out: str | Path, dest: str | Path, rows: int = 6, configs: str = "*",
+                  max_columns: int = 48, tile: int = 112) -> Path:
+    out = Path(out)
+    prov = json.loads((out / "provenance.json").read_text())
+    selected = [c for c in prov["configs"] if fnmatch(c, configs) and prov["configs"][c]["shards"]]
+    selected = selected[:max_columns]
+    if not selected:
+        raise ValueError(f"no config with shards matches {configs!r} in {out}")
+    grid: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    order: list[str] = []
+    for config in selected:
+        found = _read_config(out, prov["configs"][config]["shards"], set(order) if len(order) >= rows else None)
+        for source_key, (image, _) in sorted(found.items()):
+            if source_key not in order and len(order) < rows:
+                order.append(source_key)
+            if source_key in order:
+                grid[source_key][config] = image
+    return _draw(grid, order, selected, Path(dest), tile)
+
+
+def _draw(grid: dict, order: list[str], configs: list[str], dest: Path, tile: int) -> Path:
+    label_w, header_h, pad = 150, 34, 4
+    width = label_w + len(configs) * (tile + pad)
+    height = header_h + len(order) * (tile + pad)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = _label_font(11)
+    for c, config in enumerate(configs):
+        x = label_w + c * (tile + pad)
+        name, _, level = config.rpartition("-")
+        draw.text((x + 2, 2), (name or config)[:18], fill="black", font=font)
+        draw.text((x + 2, 16), level if name else "", fill="gray", font=font)
+    for r, source_key in enumerate(order):
+        y = header_h + r * (tile + pad)
+        draw.text((4, y + tile // 2 - 6), source_key[:22], fill="black", font=font)
+        for c, config in enumerate(configs):
+            image = grid[source_key].get(config)
+            if image is None:
+                continue
+            thumb = Image.fromarray(np.asarray(image).squeeze()).convert("RGB").resize((tile, tile))
+            sheet.paste(thumb, (label_w + c * (tile + pad), y))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(dest)
+    return dest

@@ -1,0 +1,171 @@
+"""Release-level metadata: samples.parquet and provenance.json.
+
+With only the release folder, a stranger can tell for every sample its source
+(and sha256), shift and parameters, seed, model weights (sha256), code version
+and filter scores: per-sample facts live in samples.parquet and each sample's
+`.json` member; release-wide facts (manifest, code, weights) live here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import __version__
+from pipeline.manifest import canonical_json, manifest_sha256
+from pipeline.records import ShardRecord
+from pipeline.writers.files import atomic_write, filesystem
+
+SCHEMA_ID = "shiftforge/provenance/1"
+PACKAGES = ["numpy", "scipy", "opencv-python-headless", "pillow", "scikit-image", "dask", "distributed",
+            "webdataset", "zarr", "pyarrow", "pydantic", "torch", "diffusers", "transformers", "peft",
+            "huggingface_hub"]
+ROW_SCHEMA = pa.schema([
+    ("key", pa.string()), ("source_key", pa.string()), ("source_sha256", pa.string()), ("config", pa.string()),
+    ("stage", pa.string()), ("shift", pa.string()), ("seed", pa.uint64()), ("label", pa.string()),
+    ("status", pa.string()), ("reason", pa.string()), ("scores", pa.string()), ("meta", pa.string()),
+    ("split", pa.string()), ("shard", pa.string()),
+])
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the shiftforge checkout, when running from one."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def code_info() -> dict[str, Any]:
+    return {"shiftforge": __version__, "git_commit": git_commit(), "python": platform.python_version(),
+            "packages": package_versions()}
+
+
+def write_samples_table(out: Path, records: list[ShardRecord]) -> None:
+    rows = [row for record in records for row in record.rows]
+    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    fs, root = filesystem(str(out))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write(fs, f"{root}/samples.parquet", sink.getvalue().to_pybytes())
+
+
+def count_statuses(records: list[ShardRecord]) -> dict[str, int]:
+    counts = {"total": 0, "ok": 0, "rejected": 0, "error": 0}
+    for record in records:
+        for status, n in record.counts.items():
+            counts[status] = counts.get(status, 0) + n
+            counts["total"] += n
+    return counts
+
+
+def config_summaries(plan: Any, records: list[ShardRecord]) -> dict[str, Any]:
+    configs: dict[str, Any] = {}
+    for stage_index, variant in plan.variants:
+        configs[variant.config] = {"stage": variant.stage, "shift_index": stage_index, "params": variant.params,
+                                   "shards": [], "counts": {"ok": 0, "rejected": 0, "error": 0}}
+    for record in records:
+        entry = configs[record.config]
+        if record.path:
+            entry["shards"].append(record.path)
+        for status, n in record.counts.items():
+            entry["counts"][status] = entry["counts"].get(status, 0) + n
+    return configs
+
+
+def stage_extras(plan: Any, records: list[ShardRecord]) -> dict[str, Any]:
+    """Release-level summaries a stage may add (e.g. adversarial transfer rates)."""
+    extras = {}
+    for stage in plan.stages:
+        summarise = getattr(stage, "release_summary", None)
+        if summarise is not None:
+            rows = [r for rec in records for r in rec.rows if r["stage"] == stage.name]
+            extras[stage.name] = summarise(rows)
+    return extras
+
+
+def provenance_document(out: Path, release: Any, plan: Any, records: list[ShardRecord]) -> dict[str, Any]:
+    shard_entries = [{k: v for k, v in r.to_json().items() if k != "rows"} for r in records]
+    counts = count_statuses(records)
+    previous = read_provenance(out)
+    digest = shards_digest(shard_entries)
+    return {
+        "schema": SCHEMA_ID,
+        "release": {"name": release.name, "version": release.version, "license": release.license,
+                    "description": release.description, "seed": release.seed},
+        "manifest": release.model_dump(mode="json"),
+        "manifest_sha256": manifest_sha256(release),
+        "code": code_info(),
+        "source": {"describe": plan.source.describe(), "items": len(plan.index), "index_sha256": plan.index.digest()},
+        "stages": [stage.fingerprint() for stage in plan.stages],
+        "configs": config_summaries(plan, records),
+        "shards": shard_entries,
+        "counts": counts,
+        "zarr": sorted({r.zarr["path"] for r in records if r.zarr}),
+        "extras": stage_extras(plan, records),
+        "shards_digest": digest,
+        "revision": _revision(previous, digest),
+    }
+
+
+def shards_digest(shards: list[dict]) -> str:
+    return hashlib.sha256(canonical_json([(s["shard_id"], s["sha256"], s.get("zarr")) for s in shards])
+                          .encode()).hexdigest()
+
+
+def _revision(previous: dict | None, digest: str) -> int:
+    """Bumped whenever the set of shards (ids, sha256, zarr regions) changes."""
+    if previous is None:
+        return 1
+    old = previous.get("revision", 1)
+    return old if previous.get("shards_digest") == digest else old + 1
+
+
+def read_provenance(out: Path) -> dict | None:
+    path = Path(out) / "provenance.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def write_release_metadata(out: Path, release: Any, plan: Any, records: list[ShardRecord]) -> dict[str, int]:
+    write_samples_table(out, records)
+    doc = provenance_document(out, release, plan, records)
+    fs, root = filesystem(str(out))
+    atomic_write(fs, f"{root}/provenance.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    _write_cards(out)
+    return doc["counts"]
+
+
+def _write_cards(out: Path) -> None:
+    """Dataset card and Croissant metadata, when those modules are present."""
+    for module_name, func_name in (("pipeline.card", "write_dataset_card"), ("pipeline.croissant", "write_croissant")):
+        try:
+            module = __import__(module_name, fromlist=[func_name])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        func = getattr(module, func_name, None)
+        if func is not None:
+            func(out)

@@ -1,0 +1,41 @@
+"""Sources of clean images, by manifest `kind`. Each module exports `SOURCE`."""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+
+from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key
+
+SOURCE_MODULES: dict[str, str] = {
+    "samples": "pipeline.sources.samples",
+    "folder": "pipeline.sources.folder",
+    "webdataset": "pipeline.sources.webdataset",
+    "npz": "pipeline.sources.npz",
+    "prompts": "pipeline.sources.prompts",
+    "coco": "pipeline.sources.coco",
+    "scene_graph": "pipeline.sources.scene_graph",
+}
+
+
+@cache
+def available_sources() -> dict[str, type[Source]]:
+    found: dict[str, type[Source]] = {}
+    for kind, module_name in SOURCE_MODULES.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        if hasattr(module, "SOURCE"):
+            found[kind] = module.SOURCE
+    return found
+
+
+def open_source(spec: SourceSpec) -> Source:
+    return available_sources()[spec.kind](spec)
+
+
+__all__ = ["Loaded", "Source", "SourceError", "SourceItem", "SourceSpec", "available_sources",
+           "open_source", "safe_key"]

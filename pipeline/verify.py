@@ -1,0 +1,72 @@
+"""`verify`: re-hash every shard against provenance.json and check the counts add up."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.writers.files import filesystem, sha256_file
+
+
+@dataclass
+class VerifyReport:
+    shards: int = 0
+    samples: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _check_shard(out: Path, shard: dict, report: VerifyReport) -> None:
+    path = out / shard["path"]
+    if not path.exists():
+        report.problems.append(f"{shard['path']}: missing")
+        return
+    fs, root = filesystem(str(out))
+    digest = sha256_file(fs, f"{root}/{shard['path']}")
+    if digest != shard["sha256"]:
+        report.problems.append(f"{shard['path']}: sha256 {digest[:12]}… != recorded {shard['sha256'][:12]}…")
+        return
+    with tarfile.open(path) as tar:
+        keys = {m.name.split(".", 1)[0] for m in tar.getmembers()}
+    if len(keys) != shard["count"]:
+        report.problems.append(f"{shard['path']}: {len(keys)} samples, provenance says {shard['count']}")
+    report.samples += len(keys)
+
+
+def verify_release(out: str | Path) -> VerifyReport:
+    out = Path(out)
+    report = VerifyReport()
+    prov_path = out / "provenance.json"
+    if not prov_path.exists():
+        report.problems.append(f"{prov_path}: missing (not a finished release?)")
+        return report
+    prov = json.loads(prov_path.read_text())
+    for shard in prov["shards"]:
+        report.shards += 1
+        if shard.get("path"):
+            _check_shard(out, shard, report)
+    _check_counts(out, prov, report)
+    return report
+
+
+def _check_counts(out: Path, prov: dict, report: VerifyReport) -> None:
+    counts = prov["counts"]
+    if counts["total"] != counts["ok"] + counts["rejected"] + counts["error"]:
+        report.problems.append(f"provenance counts do not add up: {counts}")
+    table = pq.read_table(out / "samples.parquet", columns=["status"]).column("status").to_pylist()
+    if len(table) != counts["total"]:
+        report.problems.append(f"samples.parquet has {len(table)} rows, provenance total is {counts['total']}")
+    for status in ("ok", "rejected", "error"):
+        n = sum(1 for s in table if s == status)
+        if n != counts[status]:
+            report.problems.append(f"samples.parquet has {n} {status} rows, provenance says {counts[status]}")
+    written = sum(s["count"] for s in prov["shards"] if s.get("path"))
+    if any(s.get("path") for s in prov["shards"]) and written != counts["ok"]:
+        report.problems.append(f"shards hold {written} samples but {counts['ok']} are ok")

@@ -1,0 +1,162 @@
+"""The contract every shift family implements.
+
+A stage is a pure batch transform: it gets decoded images plus per-sample
+seeds and returns shifted images. It knows nothing about Dask, files or
+manifests; the engine owns all of that. Randomness comes only from the
+per-sample seeds the engine derives from (release seed, stage, variant, key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+class StageParams(BaseModel):
+    """Base of every stage's typed params model (one entry of `shifts:`).
+
+    Subclasses add `stage: Literal["<name>"]` plus their own fields; unknown
+    fields are rejected so a typo in a manifest fails validation.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a stage's grid, e.g. gaussian_noise at severity 3.
+
+    `config` names the output folder `data/<config>/`; only [A-Za-z0-9_-].
+    `params` must be JSON-serialisable: it goes into every sample's provenance
+    and into the work-unit fingerprint.
+    """
+
+    stage: str
+    config: str
+    params: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if not self.config or not set(self.config) <= SAFE_CHARS:
+            raise ValueError(f"variant config {self.config!r} must be non-empty and only [A-Za-z0-9_-]")
+
+    def token(self) -> str:
+        payload = json.dumps({"stage": self.stage, "config": self.config, "params": self.params},
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass
+class Batch:
+    """A batch of samples flowing through stages and filters.
+
+    Lists are parallel, one entry per sample. A stage may return more samples
+    than it received (e.g. one trajectory of several scales per input); every
+    output sample then keeps its input's `source_key` and gets a new unique
+    `key`. Samples whose `status` is not "ok" are carried along untouched.
+    `shift` holds per-sample shift details beyond the variant params (a drawn
+    motion-blur angle, a trajectory id, a scale); it lands in provenance.
+    `image` is None for sources without pixels (e.g. prompts for text-to-image).
+    """
+
+    keys: list[str]
+    images: list[np.ndarray | None]
+    seeds: list[int]
+    source_keys: list[str] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+    meta: list[dict[str, Any]] = field(default_factory=list)
+    shift: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[dict[str, float]] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+    reason: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.keys)
+        if not self.source_keys:
+            self.source_keys = list(self.keys)
+        for name, default in (("labels", None), ("meta", dict), ("shift", dict), ("scores", dict),
+                              ("status", "ok"), ("reason", "")):
+            if not getattr(self, name):
+                setattr(self, name, [default() if callable(default) else default for _ in range(n)])
+        for name in ("images", "seeds", "source_keys", "labels", "meta", "shift", "scores", "status", "reason"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Batch.{name} has {len(getattr(self, name))} entries, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rng(self, i: int) -> np.random.Generator:
+        """The generator for sample i; the only randomness a stage may use."""
+        return np.random.default_rng(self.seeds[i])
+
+    def ok_indices(self) -> list[int]:
+        return [i for i, s in enumerate(self.status) if s == "ok"]
+
+    def fail(self, i: int, reason: str, status: str = "error") -> None:
+        self.status[i] = status
+        self.reason[i] = reason
+        self.images[i] = None
+
+    def select(self, indices: list[int]) -> Batch:
+        pick = lambda xs: [xs[i] for i in indices]  # noqa: E731
+        return Batch(keys=pick(self.keys), images=pick(self.images), seeds=pick(self.seeds),
+                     source_keys=pick(self.source_keys), labels=pick(self.labels),
+                     meta=pick(self.meta), shift=pick(self.shift), scores=pick(self.scores),
+                     status=pick(self.status), reason=pick(self.reason))
+
+    @staticmethod
+    def concat(batches: list[Batch]) -> Batch:
+        out = Batch(keys=[], images=[], seeds=[])
+        for b in batches:
+            for name in ("keys", "images", "seeds", "source_keys", "labels", "meta", "shift",
+                         "scores", "status", "reason"):
+                getattr(out, name).extend(getattr(b, name))
+        return out
+
+
+class Stage:
+    """Base class of a shift family.
+
+    Subclasses set `name`, `version`, `Params`, implement `variants()` and
+    `apply()`, and override `weight_hashes()` when they load model weights
+    (weights must load lazily, once per worker process, on first `apply`).
+    `resources` is what a task needs from a Dask worker, e.g. {"GPU": 1}.
+    `needs_image` is False for stages that generate from labels/prompts only.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    Params: ClassVar[type[StageParams]]
+    resources: ClassVar[dict[str, float]] = {}
+    needs_image: ClassVar[bool] = True
+
+    def __init__(self, params: StageParams):
+        self.params = params
+
+    def variants(self) -> list[Variant]:
+        raise NotImplementedError
+
+    def apply(self, batch: Batch, variant: Variant) -> Batch:
+        raise NotImplementedError
+
+    def outputs_per_input(self, variant: Variant) -> int:
+        """How many samples apply() returns per input sample (sizes Zarr regions)."""
+        return 1
+
+    def weight_hashes(self) -> dict[str, str]:
+        """sha256 of every model/adapter file this stage uses, by name/path."""
+        return {}
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "params": self.params.model_dump(mode="json"),
+            "weights": self.weight_hashes(),
+        }
