@@ -108,9 +108,17 @@ def parse_release(data: Any, origin: str = "<manifest>") -> BaseModel:
     if not isinstance(data, dict):
         raise ManifestError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return release_model().model_validate(data)
+        release = release_model().model_validate(data)
     except ValidationError as exc:
         raise ManifestError(f"{origin}: invalid release manifest\n{format_validation_error(exc)}") from None
+    if getattr(release, "filters", None) is not None:
+        from stages.filters import release_problems  # filters vs shifts: one section alone cannot tell
+
+        problems = release_problems(release)
+        if problems:
+            listed = "\n".join(f"  {p}" for p in problems)
+            raise ManifestError(f"{origin}: invalid release manifest\n{listed}")
+    return release
 
 
 def load_manifest(path: str | Path) -> BaseModel:

@@ -100,7 +100,7 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
     common = canonical_json({"seed": release.seed, "encoding": out.encoding, "quality": out.jpeg_quality,
                              "formats": sorted(out.formats), "image_size": out.image_size,
                              "filters": filters_fingerprint})
-    stage_fps = [hashlib.sha256(canonical_json(s.fingerprint()).encode()).hexdigest() for s in stages]
+    stage_fps = [hashlib.sha256(canonical_json(s.work_fingerprint()).encode()).hexdigest() for s in stages]
     per_shard = out.samples_per_shard
     slices = [(start, min(start + per_shard, len(index))) for start in range(0, len(index), per_shard)]
     digests = [index.slice_digest(a, b) for a, b in slices]

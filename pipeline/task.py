@@ -159,7 +159,7 @@ def run_unit(unit: WorkUnit, items: list[SourceItem], ctx: TaskContext) -> Shard
     batch = apply_stage(stage, batch, variant)
     chain = filters_for(release)
     if chain is not None and len(batch):
-        batch = chain(batch)
+        batch = chain(batch, variant)
 
     shard_rel = f"data/{unit.shard_id}.tar" if "webdataset" in release.output.formats else None
     source_sha = {item.key: item.sha256 for item in items}

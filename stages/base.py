@@ -135,6 +135,9 @@ class Stage:
     Params: ClassVar[type[StageParams]]
     resources: ClassVar[dict[str, float]] = {}
     needs_image: ClassVar[bool] = True
+    # params that only choose which variants exist (e.g. the list of severities);
+    # changing them must not invalidate shards of variants that stay
+    grid_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: StageParams):
         self.params = params
@@ -160,3 +163,10 @@ class Stage:
             "params": self.params.model_dump(mode="json"),
             "weights": self.weight_hashes(),
         }
+
+    def work_fingerprint(self) -> dict[str, Any]:
+        """What every shard of this stage depends on besides its variant: the
+        fingerprint without the grid fields."""
+        fp = self.fingerprint()
+        fp["params"] = {k: v for k, v in fp["params"].items() if k not in self.grid_fields}
+        return fp

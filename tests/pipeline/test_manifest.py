@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from pipeline.manifest import ManifestError, export_schema, load_manifest, parse_release
+
+
+def test_valid_manifest_round_trips(tiny_release):
+    release = parse_release(tiny_release)
+    assert release.source.kind == "samples"
+    assert release.shifts[0].severities == [1, 5]
+    assert release.output.samples_per_shard == 2
+
+
+def test_bad_severity_names_the_field_path(tiny_release):
+    tiny_release["shifts"][0]["severities"] = [1, 7]
+    with pytest.raises(ManifestError) as err:
+        parse_release(tiny_release)
+    message = str(err.value)
+    assert "shifts.0.corruptions.severities.1" in message
+    assert "less than or equal to 5" in message
+
+
+def test_unknown_field_rejected(tiny_release):
+    tiny_release["output"]["samples_per_shrd"] = 3
+    with pytest.raises(ManifestError, match=r"output.samples_per_shrd: Extra inputs are not permitted"):
+        parse_release(tiny_release)
+
+
+def test_unknown_stage_lists_choices(tiny_release):
+    tiny_release["shifts"][0]["stage"] = "blurz"
+    with pytest.raises(ManifestError, match=r"shifts.0.*corruptions"):
+        parse_release(tiny_release)
+
+
+def test_zarr_requires_image_size(tiny_release):
+    del tiny_release["output"]["image_size"]
+    with pytest.raises(ManifestError, match="image_size"):
+        parse_release(tiny_release)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ManifestError, match="not valid YAML"):
+        load_manifest(path)
+
+
+def test_missing_file_is_a_manifest_error(tmp_path):
+    with pytest.raises(ManifestError, match="cannot read manifest"):
+        load_manifest(tmp_path / "nope.yaml")
+
+
+def test_schema_export_covers_stages(tmp_path):
+    schema = json.loads(export_schema(tmp_path).read_text())
+    text = json.dumps(schema)
+    assert "corruptions" in text and "samples_per_shard" in text
+    assert schema["additionalProperties"] is False

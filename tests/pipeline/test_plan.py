@@ -1,0 +1,38 @@
+import pytest
+
+from pipeline.manifest import ManifestError, parse_release
+from pipeline.plan import SourceIndex, plan_release
+from pipeline.sources import SourceItem
+
+
+def test_one_unit_per_shard(tiny_release):
+    plan = plan_release(parse_release(tiny_release))
+    # 5 items in shards of 2 -> 3 slices; 2 corruptions x 2 severities -> 4 configs
+    assert len(plan.units) == 12
+    assert [(u.start, u.stop) for u in plan.units[:3]] == [(0, 2), (2, 4), (4, 5)]
+    assert plan.units[0].shard_id == "gaussian_noise-1/test-00000"
+    assert len({u.fingerprint for u in plan.units}) == 12
+
+
+def test_fingerprint_depends_on_inputs(tiny_release):
+    base = {u.shard_id: u.fingerprint for u in plan_release(parse_release(tiny_release)).units}
+    tiny_release["seed"] = 8
+    reseeded = {u.shard_id: u.fingerprint for u in plan_release(parse_release(tiny_release)).units}
+    assert set(base) == set(reseeded) and all(base[k] != reseeded[k] for k in base)
+
+    tiny_release["seed"] = 7
+    tiny_release["source"]["count"] = 6  # one more item changes only the last slice
+    grown = {u.shard_id: u.fingerprint for u in plan_release(parse_release(tiny_release)).units}
+    changed = sorted(k for k in base if base[k] != grown[k])
+    assert changed == [f"{c}/test-00002" for c in ("contrast-1", "contrast-5", "gaussian_noise-1", "gaussian_noise-5")]
+
+
+def test_duplicate_keys_rejected():
+    with pytest.raises(ManifestError, match="twice"):
+        SourceIndex.from_items([SourceItem("a", "1"), SourceItem("a", "2")])
+
+
+def test_duplicate_configs_rejected(tiny_release):
+    tiny_release["shifts"].append(dict(tiny_release["shifts"][0]))
+    with pytest.raises(ManifestError, match="already produced by shifts.0"):
+        plan_release(parse_release(tiny_release))
