@@ -1,0 +1,185 @@
+"""Gradient attacks on an ensemble of classifiers, in [0,1] pixel space.
+
+One loop covers the family: projected gradient descent under an L∞ or L2
+budget (optionally from a random start), with three composable transfer
+boosters — momentum on the L1-normalised gradient (MI-FGSM), random
+shrink-and-pad of the input before each forward pass (DI) and a Gaussian
+smoothing of the gradient (TI). The ensemble loss is the mean of per-model
+cross-entropies, or the cross-entropy of the mean logits.
+
+Randomness (random start, DI) comes from one `torch.Generator` per sample,
+drawn on the CPU, so a sample's perturbation does not depend on its batch
+neighbours or on the device. Budgets are in [0,1] pixel units here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+
+class BudgetError(Exception):
+    """A quantised perturbation outside its budget; never expected, always checked."""
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    norm: Literal["linf", "l2"]
+    epsilon: float                 # budget, [0,1] pixel units
+    steps: int
+    step_size: float               # [0,1] pixel units (L2: length of each step)
+    random_start: bool = False
+    momentum: float = 0.0          # MI-FGSM decay; 0 disables
+    diversity_prob: float = 0.0    # DI probability per step; 0 disables
+    diversity_scale: float = 0.9   # DI shrinks to a random size in [scale, 1) of the input
+    ti_kernel: int = 0             # TI Gaussian kernel width in pixels; 0 disables
+    ti_nsig: float = 3.0           # kernel spans ±nsig standard deviations
+    ensemble: Literal["loss", "logits"] = "loss"
+    targeted: bool = False
+
+
+def craft(images: Any, labels: Any, models: list[Any], config: AttackConfig,
+          generators: list[Any]) -> Any:
+    """Adversarial versions of `images` (N×C×H×W in [0,1]) within `config`'s budget.
+
+    `labels` are the true classes (untargeted: move away) or the target classes
+    (targeted: move towards), as indices into every model's (aligned) logits.
+    """
+    import torch
+
+    delta = _random_start(images, config, generators) if config.random_start else torch.zeros_like(images)
+    velocity = torch.zeros_like(images)
+    kernel = _gaussian_kernel(config.ti_kernel, config.ti_nsig, images) if config.ti_kernel else None
+    for _ in range(config.steps):
+        delta.requires_grad_(True)
+        inputs = _diverse(images + delta, config, generators) if config.diversity_prob else images + delta
+        loss = ensemble_loss(models, inputs, labels, config.ensemble)
+        if config.targeted:
+            loss = -loss
+        (grad,) = torch.autograd.grad(loss, delta)
+        if kernel is not None:
+            grad = torch.nn.functional.conv2d(grad, kernel, padding=kernel.shape[-1] // 2,
+                                              groups=grad.shape[1])
+        if config.momentum:
+            velocity = config.momentum * velocity + grad / _l1_means(grad)
+            grad = velocity
+        delta = delta.detach() + config.step_size * _ascent_direction(grad, config.norm)
+        delta = project(delta, config.norm, config.epsilon)
+        delta = (images + delta).clamp(0.0, 1.0) - images
+    return (images + delta).detach()
+
+
+def ensemble_loss(models: list[Any], inputs: Any, labels: Any, mode: str) -> Any:
+    """Summed over the batch, so a sample's gradient does not depend on the batch size."""
+    import torch.nn.functional as F
+
+    if mode == "logits":
+        logits = sum(model(inputs) for model in models) / len(models)
+        return F.cross_entropy(logits, labels, reduction="sum")
+    return sum(F.cross_entropy(model(inputs), labels, reduction="sum") for model in models) / len(models)
+
+
+def project(delta: Any, norm: str, epsilon: float) -> Any:
+    if norm == "linf":
+        return delta.clamp(-epsilon, epsilon)
+    return delta * (epsilon / _l2_norms(delta)).clamp(max=1.0)
+
+
+def _ascent_direction(grad: Any, norm: str) -> Any:
+    return grad.sign() if norm == "linf" else grad / _l2_norms(grad)
+
+
+def _l2_norms(tensor: Any) -> Any:
+    """Per-sample L2 norms shaped N×1×1×1, floored away from zero."""
+    return tensor.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (tensor.dim() - 1)))
+
+
+def _l1_means(tensor: Any) -> Any:
+    return tensor.abs().flatten(1).mean(dim=1).clamp_min(1e-12).view(-1, *([1] * (tensor.dim() - 1)))
+
+
+def _random_start(images: Any, config: AttackConfig, generators: list[Any]) -> Any:
+    import torch
+
+    shape = images.shape[1:]
+    if config.norm == "linf":
+        draws = [(torch.rand(shape, generator=g) * 2 - 1) * config.epsilon for g in generators]
+    else:
+        draws = []
+        for g in generators:
+            direction = torch.randn(shape, generator=g)
+            radius = torch.rand((), generator=g) * config.epsilon
+            draws.append(direction / direction.norm().clamp_min(1e-12) * radius)
+    delta = torch.stack(draws).to(images.device, images.dtype)
+    return (images + delta).clamp(0.0, 1.0) - images
+
+
+def _diverse(images: Any, config: AttackConfig, generators: list[Any]) -> Any:
+    """DI: with probability p, shrink a sample to a random size and pad it back at a random offset.
+
+    Every sample draws the same four numbers each step whether or not it is
+    transformed, so its random stream never depends on earlier outcomes.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    height, width = images.shape[-2:]
+    out = []
+    for image, g in zip(images, generators):
+        apply, scale, top, left = torch.rand(4, generator=g).tolist()
+        if apply >= config.diversity_prob:
+            out.append(image)
+            continue
+        factor = config.diversity_scale + (1.0 - config.diversity_scale) * scale
+        h, w = max(1, round(height * factor)), max(1, round(width * factor))
+        small = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        pad_top, pad_left = int(top * (height - h + 1)), int(left * (width - w + 1))
+        out.append(F.pad(small, (pad_left, width - w - pad_left, pad_top, height - h - pad_top)))
+    return torch.stack(out)
+
+
+def _gaussian_kernel(size: int, nsig: float, like: Any) -> Any:
+    """Depthwise size×size Gaussian spanning ±nsig standard deviations, summing to 1 per channel."""
+    import torch
+
+    x = torch.linspace(-nsig, nsig, size, dtype=torch.float64)
+    one_d = torch.exp(-0.5 * x * x)
+    kernel = torch.outer(one_d, one_d)
+    kernel = (kernel / kernel.sum()).to(like.device, like.dtype)
+    return kernel.expand(like.shape[1], 1, size, size).contiguous()
+
+
+def quantise_within_budget(clean: np.ndarray, adversarial: np.ndarray, norm: str,
+                           epsilon: float) -> tuple[np.ndarray, dict[str, float]]:
+    """uint8 image of `adversarial` ([0,1] floats) guaranteed within `epsilon` of uint8 `clean`.
+
+    Rounding can push a perturbation past the budget (ε = 4.5/255 under L∞, or
+    many components rounding up under L2); such samples are projected back by
+    clamping (L∞) or by rounding towards the clean image (L2), which never
+    grows any component. The result is checked, never assumed.
+    """
+    levels = epsilon * 255.0
+    change = adversarial.astype(np.float64) * 255.0 - clean.astype(np.float64)
+    step = np.rint(change)
+    if norm == "linf":
+        bound = np.floor(levels + 1e-9)
+        step = np.clip(step, -bound, bound)
+    elif np.sqrt(np.sum(step * step)) > levels:
+        shrink = min(1.0, levels / max(float(np.sqrt(np.sum(change * change))), 1e-12))
+        step = np.trunc(change * shrink)
+    out = np.clip(clean.astype(np.int16) + step.astype(np.int16), 0, 255).astype(np.uint8)
+    achieved = achieved_norms(clean, out)
+    limit = achieved["linf"] if norm == "linf" else achieved["l2"]
+    if limit > epsilon + 1e-9:
+        raise BudgetError(f"quantised {norm} perturbation {limit:.6f} exceeds the budget {epsilon:.6f}")
+    return out, achieved
+
+
+def achieved_norms(clean: np.ndarray, adversarial: np.ndarray) -> dict[str, float]:
+    """L∞ and L2 of the stored perturbation in [0,1] units (L∞ also in uint8 levels)."""
+    diff = adversarial.astype(np.int32) - clean.astype(np.int32)
+    linf_levels = int(np.abs(diff).max()) if diff.size else 0
+    return {"linf": linf_levels / 255.0, "linf_levels": linf_levels,
+            "l2": float(np.sqrt(np.sum(diff.astype(np.float64) ** 2))) / 255.0}

@@ -1,0 +1,158 @@
+"""One batch through the attack: check inputs, craft per same-size chunk, quantise, evaluate.
+
+Samples are grouped by image shape (sources may mix sizes) and cut into
+chunks of `batch_size`; a chunk that fails (e.g. out of device memory) turns
+its samples into error rows and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from stages.adversarial.attacks import AttackConfig, BudgetError, craft, quantise_within_budget
+from stages.base import Batch
+
+
+def craft_batch(batch: Batch, variant_params: dict[str, Any], models: dict[str, Any], params: Any,
+                device: str) -> None:
+    """Replace every ok image of `batch` by its adversarial version, in place."""
+    labels = models["labels"]
+    try:
+        target = None if params.target is None else class_index(params.target, labels, "target")
+    except ValueError as exc:
+        for i in batch.ok_indices():
+            batch.fail(i, f"adversarial: {exc}")
+        return
+    config = attack_config(variant_params, targeted=target is not None)
+    prepared: dict[int, tuple[np.ndarray, int]] = {}
+    for i in batch.ok_indices():
+        try:
+            prepared[i] = (clean_pixels(batch.images[i]), class_index(batch.labels[i], labels, "label"))
+        except ValueError as exc:
+            batch.fail(i, f"adversarial: {exc}")
+    for chunk in same_shape_chunks(prepared, params.batch_size):
+        try:
+            _attack_chunk(batch, chunk, prepared, models, config, target, device)
+        except RuntimeError as exc:  # torch reports out-of-memory and kernel failures this way
+            for i in chunk:
+                batch.fail(i, f"adversarial: attack failed on this chunk: {str(exc)[:300]}")
+
+
+def attack_config(variant_params: dict[str, Any], targeted: bool) -> AttackConfig:
+    v = variant_params
+    return AttackConfig(norm=v["norm"], epsilon=v["epsilon_pixel"], steps=v["steps"],
+                        step_size=v["step_size_pixel"], random_start=v["random_start"],
+                        momentum=v["momentum"], diversity_prob=v["input_diversity"],
+                        diversity_scale=v["diversity_scale"], ti_kernel=v["ti_kernel"],
+                        ti_nsig=v["ti_nsig"], ensemble=v["ensemble"], targeted=targeted)
+
+
+def class_index(label: Any, labels: list[str], what: str) -> int:
+    """A label (index or class name) as an index into `labels`."""
+    if isinstance(label, (bool, np.bool_)) or label is None:
+        raise ValueError(f"{what} must be a class index or name, got {label!r}")
+    if isinstance(label, (int, np.integer)):
+        if not 0 <= int(label) < len(labels):
+            raise ValueError(f"{what} index {int(label)} outside the label space 0..{len(labels) - 1}")
+        return int(label)
+    if isinstance(label, str):
+        if label not in labels:
+            raise ValueError(f"{what} {label!r} is not a class of the models ({', '.join(labels[:10])}"
+                             f"{', ...' if len(labels) > 10 else ''})")
+        return labels.index(label)
+    raise ValueError(f"{what} must be a class index or name, got {type(label).__name__}")
+
+
+def clean_pixels(image: Any) -> np.ndarray:
+    """uint8 H×W×C with C in {1, 3}; float images must already lie in [0,1]."""
+    if image is None:
+        raise ValueError("no image")
+    pixels = np.asarray(image)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
+        raise ValueError(f"expected an H×W×1 or H×W×3 image, got shape {pixels.shape}")
+    if pixels.dtype == np.uint8:
+        return pixels
+    if not np.issubdtype(pixels.dtype, np.floating):
+        raise ValueError(f"expected uint8 pixels (or floats in [0,1]), got {pixels.dtype}")
+    if not np.isfinite(pixels).all() or pixels.min() < 0.0 or pixels.max() > 1.0:
+        raise ValueError(f"float pixels must be finite and in [0,1], got range "
+                         f"[{np.nanmin(pixels):.3g}, {np.nanmax(pixels):.3g}]")
+    return np.rint(pixels * 255.0).astype(np.uint8)
+
+
+def same_shape_chunks(prepared: dict[int, tuple[np.ndarray, int]], size: int) -> list[list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for i, (pixels, _) in prepared.items():
+        groups.setdefault(pixels.shape, []).append(i)
+    return [members[start:start + size] for members in groups.values()
+            for start in range(0, len(members), size)]
+
+
+def _attack_chunk(batch: Batch, chunk: list[int], prepared: dict[int, tuple[np.ndarray, int]],
+                  models: dict[str, Any], config: AttackConfig, target: int | None, device: str) -> None:
+    import torch
+
+    clean = np.stack([prepared[i][0] for i in chunk])
+    true = torch.tensor([prepared[i][1] for i in chunk], device=device)
+    aim = true if target is None else torch.full_like(true, target)
+    generators = [torch.Generator().manual_seed(batch.seeds[i]) for i in chunk]
+    adversarial = craft(to_tensor(clean, device), aim, models["surrogates"], config, generators)
+    adversarial = adversarial.permute(0, 2, 3, 1).cpu().numpy()
+
+    stored, norms, kept = [], [], []
+    for j, i in enumerate(chunk):
+        try:
+            image, achieved = quantise_within_budget(clean[j], adversarial[j], config.norm, config.epsilon)
+        except BudgetError as exc:
+            batch.fail(i, f"adversarial: {exc}")
+            continue
+        stored.append(image)
+        norms.append(achieved)
+        kept.append(j)
+    if not kept:
+        return
+    evaluation = evaluate(models, to_tensor(clean[kept], device), to_tensor(np.stack(stored), device))
+    for slot, j in enumerate(kept):
+        i = chunk[j]
+        batch.images[i] = stored[slot].reshape(np.shape(batch.images[i]))
+        batch.shift[i] = _record(evaluation, slot, prepared[i][1], target, norms[slot], config.epsilon)
+        fooled = [r["success"] for r in batch.shift[i]["on_surrogates"].values()]
+        batch.scores[i] = {**batch.scores[i], "surrogate_success": sum(fooled) / len(fooled)}
+
+
+def to_tensor(images: np.ndarray, device: str) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(device).float().div(255.0)
+
+
+def evaluate(models: dict[str, Any], clean: Any, adversarial: Any) -> dict[str, dict[str, list[int]]]:
+    """Clean and adversarial predictions of every model, by role and name."""
+    import torch
+
+    out: dict[str, dict[str, list[int]]] = {}
+    with torch.no_grad():
+        for role in ("surrogates", "held_out"):
+            for model in models[role]:
+                out[f"{role}/{model.name}"] = {"clean": model(clean).argmax(1).tolist(),
+                                               "adversarial": model(adversarial).argmax(1).tolist()}
+    return out
+
+
+def _record(evaluation: dict[str, dict[str, list[int]]], slot: int, label: int, target: int | None,
+            achieved: dict[str, float], epsilon: float) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "label_index": label, "target_index": target, "epsilon_pixel": epsilon,
+        "achieved_linf": achieved["linf"], "achieved_linf_levels": achieved["linf_levels"],
+        "achieved_l2": achieved["l2"], "on_surrogates": {}, "on_held_out": {}}
+    for key, preds in evaluation.items():
+        role, name = key.split("/", 1)
+        clean, adv = preds["clean"][slot], preds["adversarial"][slot]
+        success = adv == target if target is not None else adv != label
+        record["on_surrogates" if role == "surrogates" else "on_held_out"][name] = {
+            "clean": clean, "adversarial": adv, "success": bool(success)}
+    return record
