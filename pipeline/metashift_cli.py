@@ -1,0 +1,205 @@
+"""`shiftforge metashift subsets | sweep | report`: MetaShift curation from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.cli import UsageError
+
+_EPILOG = (
+    "Metadata: a GQA / Visual Genome *_sceneGraphs.json (streamed), or a .csv/.parquet table with "
+    "columns image_id, objects[, attributes as object:attribute]."
+)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "metashift",
+        help="MetaShift: class(context) subsets, meta-graphs, split distances",
+        description="Curate natural distribution shifts from scene-graph metadata.",
+    )
+    commands = parser.add_subparsers(dest="metashift_command", metavar="SUBCOMMAND", required=True)
+
+    p = commands.add_parser(
+        "subsets",
+        help="write subsets, per-class meta-graphs (JSON + PNG) and distances",
+        description="Find every class(context) subset that passes the thresholds and write "
+        "OUT/subsets.json, OUT/distances.json and OUT/graphs/<class>.json|png.",
+        epilog=_EPILOG,
+    )
+    _metadata_args(p)
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument(
+        "--classes", default=None, help="comma-separated classes to export (default: every kept class)"
+    )
+    p.add_argument("--no-png", action="store_true", help="skip drawing the meta-graph PNGs")
+    p.set_defaults(func=cmd_subsets)
+
+    p = commands.add_parser(
+        "sweep",
+        help="training mixes at increasing distance d from one test subset",
+        description="Print, as JSON, COUNT training mixes of MIX_SIZE contexts whose "
+        "distance d to the test subset CLASS(TEST) rises.",
+        epilog=_EPILOG,
+    )
+    _metadata_args(p)
+    p.add_argument("--class", dest="cls", required=True, help="class name, e.g. dog")
+    p.add_argument("--test", required=True, help="test context, e.g. shelf")
+    p.add_argument("--mix-size", type=int, default=2, help="contexts per training mix (default: 2)")
+    p.add_argument("--count", type=int, default=4, help="number of mixes (default: 4)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = commands.add_parser(
+        "report",
+        help="print a manifest's split counts and train/test distances",
+        description="Compute the split of a manifest whose source is kind: scene_graph "
+        "and print its report (counts, d of every train/test pair) as JSON.",
+    )
+    p.add_argument("manifest", help="release manifest YAML with source.kind: scene_graph")
+    p.set_defaults(func=cmd_report)
+
+
+def _metadata_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scene-graphs", required=True, help="scene-graph JSON or CSV/Parquet table")
+    p.add_argument(
+        "--contexts",
+        default="object",
+        help="context kinds: object, attribute or object,attribute (default: object)",
+    )
+    p.add_argument("--min-subset-size", type=int, default=25, help="images a subset needs (default: 25)")
+    p.add_argument(
+        "--min-subsets-per-class",
+        type=int,
+        default=6,
+        help="kept subsets a class needs (default: 6, i.e. more than 5)",
+    )
+
+
+def _catalog(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from stages.metashift.scene_graphs import MetaShiftError, read_records
+    from stages.metashift.subsets import ContextIndex, SubsetCatalog, Thresholds
+
+    kinds = [k.strip() for k in args.contexts.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"object", "attribute"}:
+        raise UsageError(f"--contexts takes object and/or attribute, got {args.contexts!r}")
+    try:
+        thresholds = Thresholds(
+            min_subset_size=args.min_subset_size, min_subsets_per_class=args.min_subsets_per_class
+        )
+        index = ContextIndex.from_records(read_records(args.scene_graphs))
+    except (MetaShiftError, ValidationError) as exc:
+        raise UsageError(str(exc)) from None
+    return SubsetCatalog(index, thresholds, kinds)
+
+
+def export_catalog(catalog: Any, out: Path, classes: list[str] | None = None, draw: bool = True) -> dict:
+    """Write subsets.json, distances.json and graphs/<class>.json|png; return a summary.
+
+    One class is in memory at a time: both JSON files are written class by class."""
+    from pipeline.sources.base import safe_key
+    from stages.metashift.metagraph import draw_meta_graph
+
+    classes = catalog.classes() if classes is None else classes
+    ids = catalog.index.image_ids
+    settings = {
+        "thresholds": catalog.thresholds.model_dump(),
+        "contexts": list(catalog.kinds),
+        "images": len(ids),
+    }
+    counts = {}
+    out.mkdir(parents=True, exist_ok=True)
+    with (
+        _JsonMapWriter(out / "subsets.json", settings, "classes") as subsets,
+        _JsonMapWriter(out / "distances.json") as distances,
+    ):
+        for cls in classes:
+            kept = catalog.subsets(cls)
+            subsets.add(
+                cls,
+                {ctx: {"size": len(im), "images": [ids[i] for i in im.tolist()]} for ctx, im in kept.items()},
+            )
+            graph = catalog.meta_graph(cls)
+            name = safe_key(cls)
+            (out / "graphs").mkdir(exist_ok=True)
+            (out / "graphs" / f"{name}.json").write_text(json.dumps(graph.to_json(), indent=1) + "\n")
+            if draw:
+                draw_meta_graph(graph, out / "graphs" / f"{name}.png")
+            matrix = np.round(graph.distances(), 6).astype(object)
+            matrix[np.isnan(graph.distances())] = None
+            distances.add(cls, {"contexts": graph.contexts, "matrix": matrix.tolist()})
+            counts[cls] = len(kept)
+            catalog.forget(cls)
+    return {**settings, "classes": counts}
+
+
+class _JsonMapWriter:
+    """Writes `{...head, "<field>": {"k1": v1, "k2": v2, ...}}` one entry at a time
+    (or a plain `{"k1": v1, ...}` without a head)."""
+
+    def __init__(self, path: Path, head: dict | None = None, field: str | None = None):
+        self.handle = open(path, "w", encoding="utf-8")
+        self.nested, self.first = field is not None, True
+        if self.nested:
+            self.handle.write(json.dumps(head)[:-1] + (", " if head else "") + f"{json.dumps(field)}: ")
+        self.handle.write("{")
+
+    def add(self, key: str, value: Any) -> None:
+        self.handle.write(("\n" if self.first else ",\n") + f"{json.dumps(key)}: {json.dumps(value)}")
+        self.first = False
+
+    def __enter__(self) -> _JsonMapWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.write("}}\n" if self.nested else "}\n")
+        self.handle.close()
+
+
+def cmd_subsets(args: argparse.Namespace) -> int:
+    from stages.metashift.scene_graphs import MetaShiftError
+
+    catalog = _catalog(args)
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    try:
+        summary = export_catalog(catalog, Path(args.out), classes, draw=not args.no_png)
+    except MetaShiftError as exc:
+        raise UsageError(str(exc)) from None
+    print(
+        f"{len(summary['classes'])} classes, {sum(summary['classes'].values())} subsets from "
+        f"{summary['images']} images -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from stages.metashift.scene_graphs import MetaShiftError
+    from stages.metashift.splits import sweep_mixes
+
+    catalog = _catalog(args)
+    try:
+        catalog.subset(args.cls, args.test)
+        mixes = sweep_mixes(catalog.meta_graph(args.cls), args.test, args.mix_size, args.count)
+    except MetaShiftError as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps({"class": args.cls, "test": args.test, "mixes": mixes}, indent=1))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.manifest import load_manifest
+    from pipeline.sources.scene_graph import split_report
+
+    release = load_manifest(args.manifest)
+    if release.source.kind != "scene_graph":
+        raise UsageError(f"{args.manifest}: source.kind is {release.source.kind!r}, expected 'scene_graph'")
+    print(json.dumps(split_report(release.source), indent=1))
+    return 0

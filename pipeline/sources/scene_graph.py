@@ -1,0 +1,162 @@
+"""`kind: scene_graph` — real images selected and split by their scene-graph metadata (MetaShift).
+
+    source:
+      kind: scene_graph
+      scene_graphs: data/gqa/train_sceneGraphs.json     # or a .csv / .parquet table
+      images: data/gqa/images                           # file = images/<image_pattern>
+      split: {mode: domain, classes: [cat, dog], train: {...}, test: {...}}
+
+The index reads the metadata once (streamed), builds the requested split and
+yields the selected images in the order train then test, by class: key
+`<split>-<image id>`, sha256 of the file bytes, label = position of the class
+in `split.classes`, ref = path plus the image's split tags. `load` returns the
+pixels and meta `{split, class, image_id, subsets[, group]}`. A missing or
+unreadable file becomes an error row. Unknown class or context names, subsets
+below the size threshold and empty splits fail before any work starts, as a
+`ManifestError`; train/test overlap is already refused by manifest validation.
+`describe()` (hence `provenance.json`) carries `split_report`: the counts and the
+distance d of every train/test pair. Relative paths are taken from the current
+working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pipeline.imagefile import MAX_PIXELS, decode_image
+from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key, sha256_bytes
+from pipeline.sources.unique_keys import UniqueKeys
+from stages.metashift.splits import SplitRequest, SplitResult
+from stages.metashift.subsets import ContextKind, Thresholds
+
+# sha256 of no bytes: the hash of an image that could not be read while indexing
+UNREADABLE_SHA256 = hashlib.sha256(b"").hexdigest()
+_CHUNK = 1 << 20
+
+
+class SceneGraphSpec(SourceSpec):
+    kind: Literal["scene_graph"]
+    scene_graphs: str = Field(
+        description="GQA/Visual Genome *_sceneGraphs.json, or a CSV/Parquet table with "
+        "columns image_id, objects[, attributes]"
+    )
+    images: str = Field(description="folder holding the image files")
+    image_pattern: str = Field(
+        default="{image_id}.jpg", pattern=r"\{image_id\}", description="file name of an image inside `images`"
+    )
+    contexts: list[ContextKind] = Field(
+        default=["object"],
+        min_length=1,
+        description="context kinds: object (co-occurring objects) and/or "
+        "attribute (attributes of the class object, named attr:<attribute>)",
+    )
+    thresholds: Thresholds = Thresholds()
+    split: SplitRequest
+    max_pixels: int = Field(default=MAX_PIXELS, ge=1, description="larger images are refused")
+
+
+class SceneGraphSource(Source):
+    kind = "scene_graph"
+    Spec = SceneGraphSpec
+
+    def __init__(self, spec: SceneGraphSpec):
+        super().__init__(spec)
+        self.root = Path(spec.images).expanduser()
+        self._split: SplitResult | None = None
+
+    def index(self) -> Iterator[SourceItem]:
+        keys = UniqueKeys()
+        for a in self.split_result().assignments:
+            rel = self.spec.image_pattern.format(image_id=a.image_id)
+            key = keys.claim(f"{a.split}-{safe_key(a.image_id)}", identity=a.image_id)
+            yield SourceItem(
+                key=key, sha256=self._index_sha256(rel), label=a.label, ref={"path": rel, **a.meta()}
+            )
+
+    def load(self, item: SourceItem) -> Loaded:
+        ref: dict[str, Any] = item.ref
+        data = self._read(ref["path"])
+        if sha256_bytes(data) != item.sha256:
+            raise SourceError(
+                f"{ref['path']} changed since it was indexed (sha256 {sha256_bytes(data)[:12]}…, "
+                f"index has {item.sha256[:12]}…)"
+            )
+        pixels, notes = decode_image(data, ref["path"], self.spec.max_pixels)
+        meta = {k: v for k, v in ref.items() if k != "path"}
+        return Loaded(pixels, {**meta, "path": ref["path"], "notes": notes})
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "classes": list(self.spec.split.classes),
+            "split_report": report_of(self.split_result()),
+        }
+
+    def split_result(self) -> SplitResult:
+        """The split, computed once per source object; bad requests raise `ManifestError`."""
+        if self._split is None:
+            self._split = compute_split(self.spec)
+        return self._split
+
+    def _resolve(self, rel: str) -> Path:
+        root = self.root.resolve()
+        path = (self.root / rel).resolve()
+        if not path.is_relative_to(root):
+            raise SourceError(f"refused {rel}: it points outside the image folder (to {path})")
+        return path
+
+    def _read(self, rel: str) -> bytes:
+        path = self._resolve(rel)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise SourceError(f"image file not found: {path}") from None
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def _index_sha256(self, rel: str) -> str:
+        try:
+            digest = hashlib.sha256()
+            with open(self._resolve(rel), "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+            return digest.hexdigest()
+        except (SourceError, OSError):
+            return UNREADABLE_SHA256  # `load` raises the reason; the item becomes an error row
+
+
+def compute_split(spec: SceneGraphSpec) -> SplitResult:
+    """Read the metadata and build the requested split; any problem is a `ManifestError`."""
+    from pipeline.manifest import ManifestError
+    from stages.metashift.scene_graphs import MetaShiftError, read_records
+    from stages.metashift.splits import make_split
+    from stages.metashift.subsets import ContextIndex, SubsetCatalog
+
+    if not Path(spec.images).expanduser().is_dir():
+        raise ManifestError(f"source.images: {spec.images} is not a folder")
+    try:
+        index = ContextIndex.from_records(read_records(Path(spec.scene_graphs).expanduser()))
+        catalog = SubsetCatalog(index, spec.thresholds, spec.contexts)
+        return make_split(catalog, spec.split)
+    except MetaShiftError as exc:
+        raise ManifestError(f"source (scene_graph): {exc}") from None
+
+
+def split_report(spec: SceneGraphSpec | dict[str, Any]) -> dict[str, Any]:
+    """Counts and the distance d of every train/test pair of a `scene_graph` source spec
+    (a `SceneGraphSpec` or the manifest's `source:` mapping), without building anything."""
+    if isinstance(spec, dict):
+        spec = SceneGraphSpec.model_validate(spec)
+    return report_of(compute_split(spec))
+
+
+def report_of(result: SplitResult) -> dict[str, Any]:
+    return {**result.report, "counts": result.counts()}
+
+
+SOURCE = SceneGraphSource

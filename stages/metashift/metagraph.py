@@ -1,0 +1,239 @@
+"""Per-class meta-graph: subsets as nodes, overlap as edges, spectral distances.
+
+- Edge weight between subsets A and B: the overlap coefficient
+  |A ∩ B| / min(|A|, |B|), set to 0 below `EDGE_CUT` (0.2); no self-loops.
+- Communities: greedy agglomerative modularity maximisation (start from
+  singletons, repeatedly merge the pair of communities with the largest
+  modularity gain ΔQ = 2 (e_ab − a_a a_b), stop when no gain is positive;
+  ties go to the lowest community indices, so the result is deterministic).
+- Spectral embedding (dimension k = `EMBED_DIM` = 5), Laplacian eigenmaps:
+  with degrees d_i = Σ_j W_ij, the non-isolated nodes (d_i > 0) are embedded
+  by the generalised eigenproblem (D − W) v = λ D v. The trivial solution
+  v ∝ 1 (λ = 0) is dropped and the next k eigenvectors, D-orthonormal
+  (vᵀ D v = 1), in ascending λ, are the coordinates; each is signed so its
+  entry of largest magnitude is positive. Equivalently v = D^{-1/2} u for the
+  eigenvectors u of the normalised Laplacian I − D^{-1/2} W D^{-1/2}
+  orthogonal to √d. Isolated subsets (no edge ≥ 0.2) have no position: their
+  coordinates and distances are NaN (null in JSON).
+  With n ≤ k + 1 connected nodes every eigenvector is used, and the distance
+  has the closed form ‖e_i − e_j‖² = 1/d_i + 1/d_j. When an eigenvalue repeats
+  across the k-th position (e.g. several components) the basis is not unique
+  and neither are distances; the JSON keeps the eigenvalues so this is visible.
+- Distance of a training mix A + B (+ …) to a test subset T: the mean of the
+  member distances, d = ½(‖e_A − e_T‖ + ‖e_B − e_T‖) for two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+from scipy.linalg import eigh
+
+EDGE_CUT = 0.2
+EMBED_DIM = 5
+
+
+@dataclass
+class MetaGraph:
+    cls: str
+    contexts: list[str]  # node order (sorted context names)
+    sizes: np.ndarray  # images per subset
+    weights: np.ndarray  # n x n overlap coefficients after the cut, zero diagonal
+    communities: list[list[int]]  # node indices, largest community first
+    embedding: np.ndarray  # n x EMBED_DIM, NaN rows for isolated nodes
+    eigenvalues: np.ndarray  # of the embedding columns
+
+    def position(self, context: str) -> int:
+        try:
+            return self.contexts.index(context)
+        except ValueError:
+            raise KeyError(f"{context!r} is not a node of the {self.cls} meta-graph") from None
+
+    def distances(self) -> np.ndarray:
+        """n x n Euclidean distances between subset embeddings (NaN for isolated nodes)."""
+        diff = self.embedding[:, None, :] - self.embedding[None, :, :]
+        return np.sqrt((diff**2).sum(-1))
+
+    def distance(self, a: str, b: str) -> float:
+        return float(np.linalg.norm(self.embedding[self.position(a)] - self.embedding[self.position(b)]))
+
+    def mix_distance(self, train: list[str], test: str) -> float:
+        """d(A + B + …, T): the mean distance of the training subsets to the test subset."""
+        return float(np.mean([self.distance(a, test) for a in train]))
+
+    def community_of(self) -> list[int]:
+        labels = [0] * len(self.contexts)
+        for c, members in enumerate(self.communities):
+            for node in members:
+                labels[node] = c
+        return labels
+
+    def to_json(self) -> dict[str, Any]:
+        labels = self.community_of()
+        nodes = [
+            {
+                "context": ctx,
+                "subset": f"{self.cls}({ctx})",
+                "size": int(self.sizes[i]),
+                "community": labels[i],
+                "embedding": _nullable(self.embedding[i]),
+            }
+            for i, ctx in enumerate(self.contexts)
+        ]
+        rows, cols = np.nonzero(np.triu(self.weights))
+        edges = [
+            {"source": self.contexts[i], "target": self.contexts[j], "weight": float(self.weights[i, j])}
+            for i, j in zip(rows, cols)
+        ]
+        return {
+            "class": self.cls,
+            "edge_cut": EDGE_CUT,
+            "embedding_dim": EMBED_DIM,
+            "eigenvalues": [float(v) for v in self.eigenvalues],
+            "nodes": nodes,
+            "edges": edges,
+            "communities": [[self.contexts[i] for i in members] for members in self.communities],
+        }
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def overlap_coefficients(subsets: list[np.ndarray]) -> np.ndarray:
+    """|A ∩ B| / min(|A|, |B|) for every pair of image sets (sorted unique int arrays)."""
+    n = len(subsets)
+    if n == 0:
+        return np.zeros((0, 0))
+    rows = np.concatenate([np.full(len(s), i) for i, s in enumerate(subsets)])
+    cols = np.concatenate(subsets)
+    membership = sparse.csr_matrix(
+        (np.ones(len(rows)), (rows, cols)), shape=(n, int(cols.max(initial=0)) + 1)
+    )
+    intersections = (membership @ membership.T).toarray()
+    sizes = np.array([len(s) for s in subsets], dtype=float)
+    smaller = np.minimum(sizes[:, None], sizes[None, :])
+    return np.divide(intersections, smaller, out=np.zeros((n, n)), where=smaller > 0)
+
+
+def build_meta_graph(
+    cls: str, subsets: dict[str, np.ndarray], edge_cut: float = EDGE_CUT, dim: int = EMBED_DIM
+) -> MetaGraph:
+    contexts = sorted(subsets)
+    weights = overlap_coefficients([subsets[c] for c in contexts])
+    weights[weights < edge_cut] = 0.0
+    np.fill_diagonal(weights, 0.0)
+    embedding, eigenvalues = spectral_embedding(weights, dim)
+    return MetaGraph(
+        cls=cls,
+        contexts=contexts,
+        sizes=np.array([len(subsets[c]) for c in contexts]),
+        weights=weights,
+        communities=greedy_modularity(weights),
+        embedding=embedding,
+        eigenvalues=eigenvalues,
+    )
+
+
+def greedy_modularity(weights: np.ndarray) -> list[list[int]]:
+    """Communities of a weighted undirected graph by greedy modularity merging (see module doc)."""
+    n = len(weights)
+    members = [[i] for i in range(n)]
+    total = weights.sum()
+    if total <= 0:
+        return members
+    between = weights / total  # e_ab: fraction of edge weight between communities a and b
+    blocked = ~np.triu(np.ones((n, n), bool), 1)  # each pair once as (a < b); merged-away rows join it
+    while True:
+        share = between.sum(axis=1)  # a_a: fraction of edge ends in a
+        gain = 2 * (between - np.outer(share, share))
+        gain[blocked] = -np.inf
+        a, b = np.unravel_index(np.argmax(gain), gain.shape)
+        if gain[a, b] <= 1e-12:
+            break
+        between[a] += between[b]
+        between[:, a] += between[:, b]
+        between[b], between[:, b] = 0.0, 0.0
+        blocked[b], blocked[:, b] = True, True
+        members[a], members[b] = members[a] + members[b], []
+    return sorted((sorted(m) for m in members if m), key=lambda m: (-len(m), m[0]))
+
+
+def spectral_embedding(weights: np.ndarray, dim: int = EMBED_DIM) -> tuple[np.ndarray, np.ndarray]:
+    """(n x dim coordinates, eigenvalues) by Laplacian eigenmaps (see module doc).
+
+    Columns beyond the available n_connected − 1 eigenvectors are zero."""
+    n = len(weights)
+    embedding = np.full((n, dim), np.nan)
+    degree = weights.sum(axis=1)
+    connected = np.flatnonzero(degree > 0)
+    if len(connected) < 2:
+        return embedding, np.zeros(0)
+    w = weights[np.ix_(connected, connected)]
+    root = np.sqrt(degree[connected])
+    trivial = root / np.linalg.norm(root)
+    normalised = np.eye(len(connected)) - w / np.outer(root, root)
+    # lift the trivial eigenvector (λ = 0) above the spectrum (λ ≤ 2) so it comes last
+    k = min(dim, len(connected) - 1)
+    values, vectors = eigh(normalised + 3.0 * np.outer(trivial, trivial), subset_by_index=[0, k - 1])
+    vectors = vectors[:, :k] / root[:, None]
+    peaks = vectors[np.argmax(np.abs(vectors), axis=0), np.arange(k)]
+    vectors = vectors * np.where(peaks < 0, -1.0, 1.0)
+    embedding[connected] = 0.0
+    embedding[connected, :k] = vectors
+    return embedding, values
+
+
+def draw_meta_graph(graph: MetaGraph, path: str | Path) -> Path:
+    """A PNG of the meta-graph: nodes at their first two spectral coordinates (isolated
+    subsets in a column on the right), colour = community, edge width = overlap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    xy = _layout(graph)
+    figure = Figure(figsize=(8, 6), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    rows, cols = np.nonzero(np.triu(graph.weights))
+    for i, j in zip(rows, cols):
+        ax.plot(xy[[i, j], 0], xy[[i, j], 1], color="0.6", lw=0.5 + 3 * graph.weights[i, j], zorder=1)
+    palette = [f"C{c % 10}" for c in graph.community_of()]
+    area = 40 + 260 * graph.sizes / max(int(graph.sizes.max(initial=1)), 1)
+    ax.scatter(xy[:, 0], xy[:, 1], s=area, c=palette, edgecolors="k", linewidths=0.5, zorder=2)
+    # subsets with identical coordinates (e.g. symmetric pairs) get their labels stacked, not overprinted
+    stacked: dict[tuple[float, float], int] = {}
+    for i, ctx in enumerate(graph.contexts):
+        spot = (round(float(xy[i, 0]), 3), round(float(xy[i, 1]), 3))
+        stacked[spot] = stacked.get(spot, -1) + 1
+        ax.annotate(
+            f"{ctx} ({graph.sizes[i]})",
+            xy[i],
+            fontsize=7,
+            xytext=(4, 4 + 9 * stacked[spot]),
+            textcoords="offset points",
+        )
+    ax.set_title(
+        f"{graph.cls}: {len(graph.contexts)} subsets, {len(graph.communities)} communities, "
+        f"edges = overlap ≥ {EDGE_CUT}; isolated subsets at the right"
+    )
+    ax.set_xlabel("spectral coordinate 1")
+    ax.set_ylabel("spectral coordinate 2")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def _layout(graph: MetaGraph) -> np.ndarray:
+    xy = graph.embedding[:, :2].copy()
+    isolated = np.isnan(xy[:, 0])
+    placed = xy[~isolated]
+    right = placed[:, 0].max() + 0.2 * (np.ptp(placed[:, 0]) or 1.0) if len(placed) else 0.0
+    low, high = (placed[:, 1].min(), placed[:, 1].max()) if len(placed) else (0.0, 1.0)
+    xy[isolated, 0] = right
+    xy[isolated, 1] = np.linspace(low, high if high > low else low + 1.0, int(isolated.sum()))
+    return xy

@@ -1,0 +1,222 @@
+"""`class(context)` subsets: the images that hold a class and a context.
+
+Two kinds of context:
+- an object context `bed`: another object present in the image, so
+  `dog(bed)` = images with a dog and a bed;
+- an attribute context `attr:white`: an attribute of the class object
+  itself, so `dog(attr:white)` = images with a dog annotated white.
+
+A subset is kept when it has at least `min_subset_size` images (25); a class
+is kept when it has at least `min_subsets_per_class` kept subsets (6, i.e.
+"more than 5"). Image sets are sorted int arrays of positions in
+`ContextIndex.image_ids`, so intersections are vectorised.
+"""
+
+from __future__ import annotations
+
+import difflib
+from array import array
+from collections.abc import Iterable
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import sparse
+
+from stages.metashift.metagraph import MetaGraph, build_meta_graph
+from stages.metashift.scene_graphs import MetaShiftError, SceneRecord
+
+ATTRIBUTE_PREFIX = "attr:"
+ContextKind = Literal["object", "attribute"]
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_subset_size: int = Field(default=25, ge=1, description="a subset needs at least this many images")
+    min_subsets_per_class: int = Field(
+        default=6,
+        ge=1,
+        description="a class needs at least this many kept subsets (the published rule 'more than 5' is 6)",
+    )
+
+
+def subset_name(cls: str, context: str) -> str:
+    return f"{cls}({context})"
+
+
+class ContextIndex:
+    """Which images hold which object, and which object carries which attribute."""
+
+    def __init__(
+        self,
+        image_ids: list[str],
+        objects: dict[str, np.ndarray],
+        attributes: dict[str, dict[str, np.ndarray]],
+    ):
+        self.image_ids = image_ids
+        self.objects = objects  # name -> sorted image positions
+        self.attributes = attributes  # name -> attribute -> sorted image positions
+        self.names = sorted(objects)
+        self._name_pos = {name: i for i, name in enumerate(self.names)}
+        self._matrix: sparse.csr_matrix | None = None
+
+    @classmethod
+    def from_records(cls, records: Iterable[SceneRecord]) -> ContextIndex:
+        image_ids: list[str] = []
+        seen: set[str] = set()
+        object_codes: dict[str, int] = {}
+        attribute_codes: dict[tuple[str, str], int] = {}
+        obj_pairs, attr_pairs = (array("q"), array("q")), (array("q"), array("q"))
+        for record in records:
+            if record.image_id in seen:
+                raise MetaShiftError(f"image id {record.image_id!r} appears twice in the metadata")
+            seen.add(record.image_id)
+            position = len(image_ids)
+            image_ids.append(record.image_id)
+            for obj in record.objects:
+                _append(obj_pairs, object_codes.setdefault(obj.name, len(object_codes)), position)
+                for attribute in obj.attributes:
+                    code = attribute_codes.setdefault((obj.name, attribute), len(attribute_codes))
+                    _append(attr_pairs, code, position)
+        objects = dict(zip(object_codes, _group_positions(obj_pairs, len(object_codes))))
+        attributes: dict[str, dict[str, np.ndarray]] = {}
+        for (name, attribute), positions in zip(
+            attribute_codes, _group_positions(attr_pairs, len(attribute_codes))
+        ):
+            attributes.setdefault(name, {})[attribute] = positions
+        return cls(image_ids, objects, attributes)
+
+    def images_with(self, name: str) -> np.ndarray:
+        return self.objects.get(name, np.zeros(0, np.int64))
+
+    def context_images(self, cls: str, context: str) -> np.ndarray:
+        """All images of `cls(context)`, whatever its size."""
+        if context.startswith(ATTRIBUTE_PREFIX):
+            return self.attributes.get(cls, {}).get(context[len(ATTRIBUTE_PREFIX) :], np.zeros(0, np.int64))
+        if context == cls:
+            return np.zeros(0, np.int64)
+        return np.intersect1d(self.images_with(cls), self.images_with(context), assume_unique=True)
+
+    def context_sizes(self, cls: str, kinds: Iterable[ContextKind]) -> dict[str, int]:
+        """Size of every non-empty `cls(context)` subset, by context."""
+        sizes: dict[str, int] = {}
+        if "object" in kinds and cls in self._name_pos:
+            counts = self._occurrence_matrix() @ self._indicator(self.images_with(cls))
+            for pos in np.flatnonzero(counts):
+                if self.names[pos] != cls:
+                    sizes[self.names[pos]] = int(counts[pos])
+        if "attribute" in kinds:
+            for attribute, positions in self.attributes.get(cls, {}).items():
+                sizes[ATTRIBUTE_PREFIX + attribute] = len(positions)
+        return dict(sorted(sizes.items()))
+
+    def _occurrence_matrix(self) -> sparse.csr_matrix:
+        """names x images, 1 where the image holds the object."""
+        if self._matrix is None:
+            rows = np.concatenate(
+                [np.full(len(self.objects[n]), i) for i, n in enumerate(self.names)]
+                or [np.zeros(0, np.int64)]
+            )
+            cols = np.concatenate([self.objects[n] for n in self.names] or [np.zeros(0, np.int64)])
+            self._matrix = sparse.csr_matrix(
+                (np.ones(len(rows), np.int64), (rows, cols)), shape=(len(self.names), len(self.image_ids))
+            )
+        return self._matrix
+
+    def _indicator(self, positions: np.ndarray) -> np.ndarray:
+        vector = np.zeros(len(self.image_ids), np.int64)
+        vector[positions] = 1
+        return vector
+
+
+def _append(pairs: tuple[array, array], code: int, position: int) -> None:
+    pairs[0].append(code)
+    pairs[1].append(position)
+
+
+def _group_positions(pairs: tuple[array, array], n_codes: int) -> list[np.ndarray]:
+    """Per code, the sorted unique image positions."""
+    codes = np.frombuffer(pairs[0], dtype=np.int64)
+    positions = np.frombuffer(pairs[1], dtype=np.int64)
+    order = np.lexsort((positions, codes))
+    codes, positions = codes[order], positions[order]
+    keep = np.ones(len(codes), bool)
+    keep[1:] = (codes[1:] != codes[:-1]) | (positions[1:] != positions[:-1])
+    codes, positions = codes[keep], positions[keep]
+    bounds = np.searchsorted(codes, np.arange(n_codes + 1))
+    return [positions[bounds[i] : bounds[i + 1]].copy() for i in range(n_codes)]
+
+
+class SubsetCatalog:
+    """Kept subsets and meta-graphs of an index under given thresholds, with name checks."""
+
+    def __init__(
+        self,
+        index: ContextIndex,
+        thresholds: Thresholds | None = None,
+        kinds: Iterable[ContextKind] = ("object",),
+    ):
+        self.index, self.thresholds, self.kinds = index, thresholds or Thresholds(), tuple(kinds)
+        self._subsets: dict[str, dict[str, np.ndarray]] = {}
+        self._graphs: dict[str, MetaGraph] = {}
+
+    def candidate_subsets(self, cls: str) -> dict[str, np.ndarray]:
+        """Subsets of `cls` that pass the size threshold, by context (class threshold not applied)."""
+        if cls not in self._subsets:
+            sizes = self.index.context_sizes(cls, self.kinds)
+            self._subsets[cls] = {
+                ctx: self.index.context_images(cls, ctx)
+                for ctx, size in sizes.items()
+                if size >= self.thresholds.min_subset_size
+            }
+        return self._subsets[cls]
+
+    def classes(self) -> list[str]:
+        """Classes with enough kept subsets, sorted (counted without materialising subsets)."""
+        size, need = self.thresholds.min_subset_size, self.thresholds.min_subsets_per_class
+        return [
+            name
+            for name in self.index.names
+            if len(self.index.images_with(name)) >= size
+            and sum(n >= size for n in self.index.context_sizes(name, self.kinds).values()) >= need
+        ]
+
+    def forget(self, cls: str) -> None:
+        """Drop the cached subsets and meta-graph of a class (bounded memory over many classes)."""
+        self._subsets.pop(cls, None)
+        self._graphs.pop(cls, None)
+
+    def subsets(self, cls: str) -> dict[str, np.ndarray]:
+        """Kept subsets of a class that passes the class threshold; clear errors otherwise."""
+        if cls not in self.index.objects:
+            raise MetaShiftError(f"unknown class {cls!r}{_suggest(cls, self.index.names)}")
+        kept = self.candidate_subsets(cls)
+        if len(kept) < self.thresholds.min_subsets_per_class:
+            raise MetaShiftError(
+                f"class {cls!r} has {len(kept)} subsets with >= {self.thresholds.min_subset_size} images; "
+                f"a class needs >= {self.thresholds.min_subsets_per_class} (thresholds.min_subsets_per_class)"
+            )
+        return kept
+
+    def subset(self, cls: str, context: str) -> np.ndarray:
+        kept = self.subsets(cls)
+        if context in kept:
+            return kept[context]
+        size = len(self.index.context_images(cls, context))
+        if size:
+            raise MetaShiftError(
+                f"subset {subset_name(cls, context)} has {size} images, fewer than "
+                f"thresholds.min_subset_size = {self.thresholds.min_subset_size}"
+            )
+        raise MetaShiftError(f"unknown context {context!r} for class {cls!r}{_suggest(context, list(kept))}")
+
+    def meta_graph(self, cls: str) -> MetaGraph:
+        if cls not in self._graphs:
+            self._graphs[cls] = build_meta_graph(cls, self.subsets(cls))
+        return self._graphs[cls]
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
