@@ -1,0 +1,121 @@
+"""`regenerate`: bring a release folder in line with its manifest, then optionally publish.
+
+The build engine already does the incremental part: it re-plans from the
+manifest, skips shards whose fingerprint and sha256 stand in the journal,
+rebuilds the rest (new source items, changed parameters, a new stage or model
+version), deletes orphaned shards and rewrites provenance (bumping its
+`revision` when the set of shards changed), the card and croissant.json. This
+module adds what a scheduled job needs around it: one run at a time (a lock
+file), a one-line account of what changed, and publishing only changed files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RUN_LOCK = ".regenerate.lock"
+
+
+class LockHeld(Exception):
+    """Another run holds the lock; this one did not start."""
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive, non-blocking flock on `path` (released when the process dies, even if killed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LockHeld(f"another run is in progress ({holder}; lock {path}); not starting") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()   # closing the descriptor drops the flock
+
+
+@dataclass
+class RegenerateResult:
+    out: Path
+    revision_before: int | None
+    revision: int
+    built: int
+    skipped: int
+    removed: list[str]
+    counts: dict[str, int]
+    seconds: float
+    published: Any = None            # pipeline.publish.PublishResult when --publish
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.built or self.removed) or self.revision != self.revision_before
+
+    def summary(self) -> str:
+        if self.revision_before is None:
+            local = f"first build: {self.built} shards, revision {self.revision}"
+        elif not self.changed:
+            local = f"nothing changed ({self.skipped} shards up to date, revision {self.revision})"
+        else:
+            local = (f"rebuilt {self.built} shard(s), removed {len(self.removed)} orphaned, "
+                     f"{self.skipped} unchanged; revision {self.revision_before} -> {self.revision}")
+        ok = self.counts.get("ok", 0)
+        return f"{local}; {ok} ok samples{self._publish_summary()} ({self.seconds:.1f}s)"
+
+    def _publish_summary(self) -> str:
+        if self.published is None:
+            return ""
+        plan = self.published.plan
+        if not plan.changed and not self.published.tagged:
+            return f"; {plan.repo_id} already up to date"
+        return (f"; published to {plan.repo_id}: {len(plan.uploads)} upload(s), {len(plan.deletions)} "
+                f"deletion(s), {len(self.published.commits)} commit(s), tag {plan.tag}")
+
+
+def read_revision(out: Path) -> int | None:
+    path = out / "provenance.json"
+    if not path.exists():
+        return None
+    return int(json.loads(path.read_text()).get("revision", 1))
+
+
+def regenerate_release(manifest: str | Path | Any, out: str | Path, *, workers: int | None = None,
+                       scheduler: str | None = None, publish: bool = False, repo_id: str | None = None,
+                       private: bool | None = None, api: Any = None, retry: Any = None,
+                       on_event: Callable[[str], None] | None = None) -> RegenerateResult:
+    """Rebuild what changed in `out` and, with `publish`, upload what differs from the Hub.
+
+    Raises LockHeld when another run holds the lock, ManifestError for a bad
+    manifest (before anything is touched), and publish errors unchanged.
+    """
+    from pipeline.build import build_release
+    from pipeline.manifest import load_manifest
+
+    release = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
+    out = Path(out)
+    with exclusive_lock(out / RUN_LOCK):
+        before = read_revision(out)
+        build = build_release(release, out, workers=workers, scheduler=scheduler, on_event=on_event)
+        result = RegenerateResult(out=out, revision_before=before, revision=read_revision(out) or 1,
+                                  built=build.built, skipped=build.skipped, removed=list(build.removed),
+                                  counts=build.counts, seconds=build.seconds)
+        if publish:
+            from pipeline.publish import publish_release
+
+            result.published = publish_release(out, repo_id, private=private, api=api, retry=retry)
+    return result
