@@ -1,0 +1,268 @@
+"""Training a LoRA slider with the Concept Sliders objective (REFERENCE §3).
+
+For a class c and a shift s, with prompts target = neutral = "a picture of a
+c", positive = "c, in s" and unconditional (default ""), each step:
+
+1. draws noise and denoises it with the current slider for a random number k
+   of a `denoise_steps` schedule, giving x_t at that schedule's t_k;
+2. asks the frozen base model for ε(x_t, neutral), ε(x_t, positive),
+   ε(x_t, unconditional) and forms the goal ε_n + η (ε_p − ε_u);
+3. regresses ε_LoRA(x_t, target) onto the goal (MSE), AdamW on the LoRA only.
+
+The LoRA (rank 4, alpha 1) sits on every Linear/Conv2d inside the UNet's
+down/mid/up blocks except cross-attention (attn2); the time embedding lies
+outside those blocks. Progress is also measured on a fixed probe set of
+(x_t, t) drawn before training, so "the loss went down" is not noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stages.generative.models import DiffusionModel, load_fresh_model, model_weight_hashes, unet_weight_sha256
+from stages.generative.sampling import EvalCounter, denoise_step, encode_prompts
+from stages.generative.sliders import LoraOff
+from stages.generative.spec import resolve_device
+
+ADAPTER = "slider"
+SCHEMA = "shiftforge.slider/1"
+_BLOCKS = ("down_blocks", "mid_block", "up_blocks")
+
+
+@dataclass(frozen=True)
+class SliderTrainingConfig:
+    model: str
+    class_name: str
+    shift: str
+    out_dir: Path
+    revision: str | None = None
+    steps: int = 400
+    rank: int = 4
+    alpha: float = 1.0
+    lr: float = 2e-4
+    eta: float = 4.0
+    resolution: int = 512
+    batch_size: int = 16
+    denoise_steps: int = 50
+    sample_guidance: float = 3.0
+    target_prompt: str = "a picture of a {class}"
+    positive_prompt: str = "{class}, in {shift}"
+    unconditional_prompt: str = ""
+    seed: int = 0
+    device: str = "auto"
+    probe_size: int = 4
+
+    def prompts(self) -> dict[str, str]:
+        fill = lambda text: text.replace("{class}", self.class_name).replace("{shift}", self.shift)
+        target = fill(self.target_prompt)
+        return {
+            "target": target,
+            "neutral": target,
+            "positive": fill(self.positive_prompt),
+            "unconditional": fill(self.unconditional_prompt),
+            "empty": "",
+        }
+
+
+@dataclass
+class SliderTrainingResult:
+    path: Path
+    provenance: dict[str, Any]
+    losses: list[float] = field(default_factory=list)
+
+
+def slider_file_name(class_name: str, shift: str) -> str:
+    slug = lambda text: re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "x"
+    return f"{slug(class_name)}-{slug(shift)}.safetensors"
+
+
+def slider_target_modules(unet: Any) -> list[str]:
+    """Names of the layers a slider adapts (Concept Sliders' 'noxattn' set)."""
+    return [
+        name
+        for name, module in unet.named_modules()
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
+        and name.split(".")[0] in _BLOCKS
+        and ".attn2." not in name
+    ]
+
+
+def add_slider_adapter(unet: Any, rank: int, alpha: float, random_init: bool = False) -> Any:
+    """Attach a fresh LoRA named `slider`; returns its LoraConfig. LoRA B starts
+    at zero (the slider starts as the identity) unless `random_init`."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=slider_target_modules(unet),
+        init_lora_weights=not random_init,
+    )
+    unet.add_adapter(config, adapter_name=ADAPTER)
+    return config
+
+
+def save_slider(unet: Any, config: Any, path: Path, provenance: dict[str, Any]) -> str:
+    """Write `<path>` (diffusers LoRA safetensors) atomically and `<path>.json`; returns the file sha256."""
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    from stages.generative.models import file_sha256
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # peft key names (`<module>.lora_A.weight`), which diffusers' loader reads as they are
+    state = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+    partial = path.with_name(path.name + ".partial")
+    StableDiffusionPipeline.save_lora_weights(
+        save_directory=str(path.parent),
+        unet_lora_layers=state,
+        weight_name=partial.name,
+        unet_lora_adapter_metadata=config.to_dict(),
+    )
+    os.replace(partial, path)
+    sha = file_sha256(path)
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(json.dumps({**provenance, "adapter_sha256": sha}, indent=2, sort_keys=True) + "\n")
+    return sha
+
+
+def slider_loss(
+    model: DiffusionModel, x_t: torch.Tensor, t: torch.Tensor, embeds: dict[str, torch.Tensor], eta: float
+) -> torch.Tensor:
+    """MSE(ε_LoRA(x_t, target), ε(x_t, neutral) + η (ε(x_t, positive) − ε(x_t, unconditional)))."""
+    n = x_t.shape[0]
+    with torch.no_grad(), LoraOff(model.unet):
+        context = torch.cat([embeds[k].expand(n, -1, -1) for k in ("neutral", "positive", "unconditional")])
+        neutral, positive, uncond = model.unet(
+            torch.cat([x_t] * 3), t, encoder_hidden_states=context
+        ).sample.chunk(3)
+        goal = neutral + eta * (positive - uncond)
+    prediction = model.unet(x_t, t, encoder_hidden_states=embeds["target"].expand(n, -1, -1)).sample
+    return torch.nn.functional.mse_loss(prediction.float(), goal.float())
+
+
+@torch.no_grad()
+def noisy_latents(
+    model: DiffusionModel,
+    cfg: SliderTrainingConfig,
+    embeds: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    batch: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t after k random steps of sampling the target prompt with the current slider, and t_k."""
+    scheduler = model.new_scheduler()
+    scheduler.set_timesteps(cfg.denoise_steps, device=model.device)
+    k = int(torch.randint(1, max(cfg.denoise_steps, 2), (1,), generator=generator))
+    k = min(k, len(scheduler.timesteps) - 1)
+    side = cfg.resolution // model.vae_scale_factor
+    shape = (batch, model.unet.config.in_channels, side, side)
+    latents = torch.randn(shape, generator=generator).to(model.device) * scheduler.init_noise_sigma
+    guide = torch.cat([embeds["empty"], embeds["target"]])
+    for t in scheduler.timesteps[:k]:
+        latents = denoise_step(model, scheduler, latents, t, guide, cfg.sample_guidance, EvalCounter())
+    return latents, scheduler.timesteps[k]
+
+
+def probe_loss(
+    model: DiffusionModel,
+    probes: list[tuple[torch.Tensor, torch.Tensor]],
+    embeds: dict[str, torch.Tensor],
+    eta: float,
+) -> float:
+    with torch.no_grad():
+        return float(sum(slider_loss(model, x, t, embeds, eta) for x, t in probes) / len(probes))
+
+
+def train_slider(
+    cfg: SliderTrainingConfig, on_step: Callable[[int, float], None] | None = None
+) -> SliderTrainingResult:
+    started = time.perf_counter()
+    device, dtype = resolve_device(cfg.device, "float32")  # LoRA training runs in float32
+    model = load_fresh_model(cfg.model, cfg.revision, device, dtype)
+    with torch.random.fork_rng(devices=[]):  # peft draws LoRA A from the global generator
+        torch.manual_seed(cfg.seed)
+        config = add_slider_adapter(model.unet, cfg.rank, cfg.alpha)
+    trainable = [p for p in model.unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr)
+    prompts = cfg.prompts()
+    embeds = {name: encode_prompts(model, [text]) for name, text in prompts.items()}
+    probe_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    probes = [noisy_latents(model, cfg, embeds, probe_gen, 1) for _ in range(cfg.probe_size)]
+    before = probe_loss(model, probes, embeds, cfg.eta)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    for step in range(cfg.steps):
+        x_t, t = noisy_latents(model, cfg, embeds, generator, cfg.batch_size)
+        loss = slider_loss(model, x_t, t, embeds, cfg.eta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        if on_step is not None:
+            on_step(step, losses[-1])
+    after = probe_loss(model, probes, embeds, cfg.eta)
+    provenance = training_provenance(
+        cfg, model, prompts, losses, (before, after), len(trainable), time.perf_counter() - started
+    )
+    path = Path(cfg.out_dir) / slider_file_name(cfg.class_name, cfg.shift)
+    sha = save_slider(model.unet, config, path, provenance)
+    return SliderTrainingResult(path=path, provenance={**provenance, "adapter_sha256": sha}, losses=losses)
+
+
+def training_provenance(
+    cfg: SliderTrainingConfig,
+    model: DiffusionModel,
+    prompts: dict[str, str],
+    losses: list[float],
+    probe: tuple[float, float],
+    n_tensors: int,
+    seconds: float,
+) -> dict[str, Any]:
+    import diffusers
+    import peft
+
+    from pipeline import __version__
+
+    tenth = max(1, len(losses) // 10)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    return {
+        "schema": SCHEMA,
+        "class_name": cfg.class_name,
+        "shift": cfg.shift,
+        "prompts": {k: v for k, v in prompts.items() if k != "empty"},
+        "objective": "concept-sliders: eps_lora(x_t, target) ~ eps(x_t, neutral) "
+        "+ eta * (eps(x_t, positive) - eps(x_t, unconditional))",
+        "settings": {**settings, "optimizer": "AdamW", "targets": "down/mid/up blocks except attn2"},
+        "lora_tensors": n_tensors,
+        "base_model": {
+            "model": cfg.model,
+            "revision": model.revision,
+            "unet_sha256": unet_weight_sha256(cfg.model, cfg.revision),
+            "weights": model_weight_hashes(cfg.model, cfg.revision),
+        },
+        "loss": {
+            "first": losses[0] if losses else None,
+            "last": losses[-1] if losses else None,
+            "mean_first_tenth": sum(losses[:tenth]) / tenth if losses else None,
+            "mean_last_tenth": sum(losses[-tenth:]) / tenth if losses else None,
+        },
+        "probe_loss": {"before": probe[0], "after": probe[1]},
+        "device": model.device,
+        "seconds": round(seconds, 3),
+        "versions": {
+            "shiftforge": __version__,
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "peft": peft.__version__,
+        },
+    }

@@ -1,0 +1,147 @@
+"""LoRA sliders in a UNet: loading (diffusers/peft safetensors format), the
+base-model check, and a per-sample LoRA scale.
+
+A slider file is `<name>.safetensors` (keys `unet.<module>.lora_A/B.weight`,
+LoRA config in the `lora_adapter_metadata` header, as diffusers'
+`save_lora_weights` writes it) with an optional `<name>.json` beside it
+holding its training provenance, including the sha256 of the base UNet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.generative.models import DiffusionModel, file_sha256
+
+
+@dataclass(frozen=True)
+class SliderFile:
+    path: Path
+    sha256: str
+    training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def adapter_name(self) -> str:
+        # content-addressed, so the same file loads once however many stages name it
+        return f"slider_{self.sha256[:16]}"
+
+    @property
+    def base_unet_sha256(self) -> str | None:
+        return (self.training.get("base_model") or {}).get("unet_sha256")
+
+
+def read_slider(path: str | Path) -> SliderFile:
+    path = Path(path).expanduser()
+    if path.suffix != ".safetensors":
+        raise ValueError(f"slider {str(path)!r}: expected a .safetensors LoRA file")
+    if not path.is_file():
+        raise FileNotFoundError(f"slider {str(path)!r}: file not found")
+    sidecar = path.with_suffix(".json")
+    training = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    return SliderFile(path=path, sha256=file_sha256(path), training=training)
+
+
+def check_slider_base(slider: SliderFile, unet_sha256: str, model: str) -> None:
+    """A slider trained on another base model steers noise it never saw."""
+    expected = slider.base_unet_sha256
+    if expected is not None and expected != unet_sha256:
+        raise ValueError(
+            f"slider {slider.path.name!r} was trained on a base model whose UNet sha256 is "
+            f"{expected[:12]}…, but model {model!r} has {unet_sha256[:12]}…"
+        )
+
+
+def ensure_slider_loaded(model: DiffusionModel, slider: SliderFile) -> str:
+    """Load the slider into the model's UNet once; returns its adapter name."""
+    unet = model.unet
+    name = slider.adapter_name
+    if name not in (getattr(unet, "peft_config", None) or {}):
+        unet.load_lora_adapter(
+            str(slider.path.parent),
+            weight_name=slider.path.name,
+            prefix="unet",
+            adapter_name=name,
+            local_files_only=True,
+            use_safetensors=True,
+        )
+        unet.to(device=model.device, dtype=None if model.dtype == "float32" else model.torch_dtype)
+        unet.requires_grad_(False)
+        expected, got = count_lora_modules(slider.path), len(lora_layers(unet, name))
+        if got != expected:
+            raise ValueError(
+                f"slider {slider.path.name!r}: {expected} LoRA layers in the file but "
+                f"{got} attached to the UNet (a different architecture or key format?)"
+            )
+    return name
+
+
+def count_lora_modules(path: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return sum(
+            1 for key in fh.keys() if key.endswith("lora_A.weight") or key.endswith(".lora.down.weight")
+        )
+
+
+def lora_layers(unet: Any, adapter_name: str) -> list[Any]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [
+        m
+        for m in unet.modules()
+        if isinstance(m, BaseTunerLayer) and adapter_name in getattr(m, "lora_A", {})
+    ]
+
+
+class PerSampleLoraScale:
+    """Within the block, only `adapter_name` is active and the LoRA update of
+    batch element i is multiplied by `values[i]`: several slider scales share
+    one UNet call. Works by a forward hook on every `lora_A` of the adapter
+    (the update is linear in lora_A's output, and batch is the leading axis of
+    every UNet activation)."""
+
+    def __init__(self, unet: Any, adapter_name: str):
+        self.unet, self.adapter_name = unet, adapter_name
+        self.values: Any = None
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> PerSampleLoraScale:
+        self.unet.enable_lora()
+        self.unet.set_adapters([self.adapter_name], weights=[1.0])
+        for layer in lora_layers(self.unet, self.adapter_name):
+            self._handles.append(layer.lora_A[self.adapter_name].register_forward_hook(self._scale))
+        if not self._handles:
+            raise ValueError(f"adapter {self.adapter_name!r} has no LoRA layers in this UNet")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _scale(self, module: Any, inputs: Any, output: Any) -> Any:
+        values = self.values
+        if values is None or output.shape[0] != values.shape[0]:
+            got = None if values is None else values.shape[0]
+            raise RuntimeError(f"per-sample LoRA scale: batch {output.shape[0]} but {got} scale values")
+        return output * values.to(output.dtype).view(-1, *([1] * (output.ndim - 1)))
+
+
+class LoraOff:
+    """Within the block the UNet runs as the base model (every adapter off)."""
+
+    def __init__(self, unet: Any):
+        self.unet = unet
+
+    def __enter__(self) -> LoraOff:
+        if getattr(self.unet, "peft_config", None):
+            self.unet.disable_lora()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if getattr(self.unet, "peft_config", None):
+            self.unet.enable_lora()

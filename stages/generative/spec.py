@@ -1,0 +1,94 @@
+"""Params every diffusion-backed stage shares, and where the model runs.
+
+Nothing here imports torch at module level: manifest validation imports every
+stage's params model and must stay light.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from stages.base import StageParams
+
+# CNS-Bench's negative prompt (REFERENCE §3).
+NEGATIVE_PROMPT = "blurry,text,caption,lowquality,lowresolution,low res,grainy,ugly"
+DEFAULT_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class DiffusionParams(StageParams):
+    """Which diffusers pipeline to load and how to run it."""
+
+    model: str = Field(description="local diffusers folder, or a repo id already in the local HF cache")
+    revision: str | None = Field(default=None, description="HF cache revision (commit, branch or tag)")
+    device: DeviceName = Field(default="auto", description="auto: cuda when available, else cpu")
+    dtype: DtypeName = Field(default="auto", description="auto: bfloat16 on cuda, float32 on cpu")
+    steps: int = Field(default=50, ge=1, le=1000, description="denoising steps")
+    guidance_scale: float = Field(
+        default=7.5, ge=0, le=50, description="classifier-free guidance; <=1 disables"
+    )
+    negative_prompt: str = NEGATIVE_PROMPT
+    resolution: int | None = Field(
+        default=None,
+        ge=8,
+        le=4096,
+        description="generation size in px (longer side for image-to-image); default: the native size",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model must name a local diffusers folder or a cached HF repo id")
+        return value
+
+
+def resolve_device(device: str, dtype: str) -> tuple[str, str]:
+    """(device, dtype) for this process: auto means cuda+bfloat16 when a GPU is
+    visible, else cpu+float32 (CPU half precision is slow and imprecise)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    return device, dtype
+
+
+def gpu_resources(device: str) -> dict[str, float]:
+    """What a task of this stage needs from a Dask worker. `auto` resolves on
+    the machine that asks, so a driver without a GPU places tasks anywhere."""
+    if device == "cuda":
+        return {"GPU": 1}
+    if device == "auto":
+        try:
+            import torch
+        except ModuleNotFoundError:
+            return {}
+        return {"GPU": 1} if torch.cuda.is_available() else {}
+    return {}
+
+
+def check_scales(scales: list[float]) -> list[float]:
+    if not scales:
+        raise ValueError("scales must list at least one slider scale, e.g. [0, 0.5, 1.0]")
+    bad = [s for s in scales if not math.isfinite(s)]
+    if bad:
+        raise ValueError(f"scales must be finite numbers, got {bad}")
+    tags = [scale_tag(s) for s in scales]
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"scales must be distinct at 3 decimals, got {scales}")
+    return scales
+
+
+def scale_tag(scale: float) -> str:
+    """Key suffix of a scale: 0.5 -> 's0p5', -1 -> 'sm1p0', 1.25 -> 's1p25'."""
+    text = f"{abs(scale):.3f}".rstrip("0")
+    if text.endswith("."):
+        text += "0"
+    return ("sm" if scale < 0 else "s") + text.replace(".", "p")

@@ -1,0 +1,305 @@
+"""Continuous nuisance shifts (CNS-Bench): LoRA sliders at a list of scales.
+
+Each input — a (class, seed) from the `prompts` source for text-to-image, or
+a source image for image-to-image — becomes one trajectory: the same seed
+rendered at every scale, the slider switched on only for t <= start_noise.
+One variant per shift; each class uses the slider trained for it (or a
+class-agnostic one). Output keys are `<input key>-s<scale>` (0.5 -> s0p5)
+and every sample's shift record carries trajectory, scale, class_name and
+shift_name.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stages.base import Batch, Stage, Variant
+from stages.generative.spec import DEFAULT_SCALES, DiffusionParams, check_scales, gpu_resources, scale_tag
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9]+")
+
+
+class SliderSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shift: str = Field(min_length=1, description="shift name, e.g. 'heavy snow'; one output config per shift")
+    path: str = Field(min_length=1, description="LoRA slider .safetensors (from `shiftforge train-slider`)")
+    class_name: str | None = Field(default=None, description="class this slider was trained for; none = any")
+
+
+class NuisanceParams(DiffusionParams):
+    stage: Literal["nuisance"]
+    mode: Literal["text2image", "image2image"] = "text2image"
+    sliders: list[SliderSpec] = Field(min_length=1)
+    scales: list[float] = Field(default_factory=lambda: list(DEFAULT_SCALES))
+    start_noise: int = Field(default=750, ge=0, le=1000, description="slider on only for timesteps t <= this")
+    prompt: str = Field(
+        default="a picture of a {class}", description="template; {class} = the class's prompt text"
+    )
+    class_prompts: dict[str, str] = Field(
+        default_factory=dict, description="class name -> text for {class} (e.g. a textual-inversion token)"
+    )
+    strength: float = Field(default=0.75, gt=0, le=1, description="image-to-image: share of the schedule run")
+    output_size: int | None = Field(default=None, ge=8, le=4096, description="square output side (CNS: 256)")
+    sampler: Literal["branched", "plain"] = Field(
+        default="branched",
+        description="branched: shared prefix + all scales per UNet call; plain: reference loop",
+    )
+
+    @field_validator("scales")
+    @classmethod
+    def _finite_distinct_scales(cls, value: list[float]) -> list[float]:
+        return check_scales(value)
+
+    @field_validator("prompt")
+    @classmethod
+    def _template_fields(cls, value: str) -> str:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        if not fields <= {"class"}:
+            raise ValueError(f"prompt may only use the placeholder {{class}}, got {sorted(fields)}")
+        return value
+
+    @model_validator(mode="after")
+    def _sliders_consistent(self) -> NuisanceParams:
+        seen: dict[tuple[str, str | None], int] = {}
+        configs: dict[str, str] = {}
+        for j, slider in enumerate(self.sliders):
+            pair = (slider.shift, slider.class_name)
+            if pair in seen:
+                raise ValueError(
+                    f"sliders[{j}] repeats shift {slider.shift!r} for class {slider.class_name!r}"
+                )
+            seen[pair] = j
+            config = shift_config(slider.shift)
+            if configs.setdefault(config, slider.shift) != slider.shift:
+                raise ValueError(
+                    f"shifts {configs[config]!r} and {slider.shift!r} share the folder name {config!r}"
+                )
+            if (
+                self.class_prompts
+                and slider.class_name is not None
+                and slider.class_name not in self.class_prompts
+            ):
+                raise ValueError(
+                    f"sliders[{j}].class_name {slider.class_name!r} is not in class_prompts "
+                    f"({sorted(self.class_prompts)})"
+                )
+        return self
+
+
+def shift_config(shift: str) -> str:
+    return _UNSAFE.sub("_", shift).strip("_") or "shift"
+
+
+class NuisanceStage(Stage):
+    name = "nuisance"
+    version = "1"
+    Params = NuisanceParams
+
+    def __init__(self, params: NuisanceParams):
+        super().__init__(params)
+        self._adapters: dict[str, str] = {}  # slider path -> adapter name in this process's UNet
+
+    @property
+    def resources(self) -> dict[str, float]:  # type: ignore[override]
+        return gpu_resources(self.params.device)
+
+    @property
+    def needs_image(self) -> bool:  # type: ignore[override]
+        return self.params.mode == "image2image"
+
+    def variants(self) -> list[Variant]:
+        p = self.params
+        shifts = list(dict.fromkeys(s.shift for s in p.sliders))
+        common = {
+            "model": p.model,
+            "mode": p.mode,
+            "scales": list(p.scales),
+            "start_noise": p.start_noise,
+            "steps": p.steps,
+            "guidance_scale": p.guidance_scale,
+            "sampler": p.sampler,
+        }
+        if p.mode == "image2image":
+            common["strength"] = p.strength
+        return [
+            Variant(
+                stage=self.name,
+                config=shift_config(shift),
+                params={
+                    "shift": shift,
+                    **common,
+                    "sliders": {s.class_name or "*": s.path for s in p.sliders if s.shift == shift},
+                },
+            )
+            for shift in shifts
+        ]
+
+    def outputs_per_input(self, variant: Variant) -> int:
+        return len(self.params.scales)
+
+    def weight_hashes(self) -> dict[str, str]:
+        from stages.generative.models import model_weight_hashes, unet_weight_sha256
+        from stages.generative.sliders import check_slider_base, read_slider
+
+        p = self.params
+        try:
+            hashes = model_weight_hashes(p.model, p.revision)
+            base = unet_weight_sha256(p.model, p.revision)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"nuisance.model: {exc}") from None
+        for j, spec in enumerate(p.sliders):
+            try:
+                slider = read_slider(spec.path)
+                check_slider_base(slider, base, p.model)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"nuisance.sliders[{j}].path: {exc}") from None
+            hashes[f"slider/{shift_config(spec.shift)}/{spec.class_name or '*'}/{slider.path.name}"] = (
+                slider.sha256
+            )
+        return hashes
+
+    def slider_for(self, shift: str, class_name: str | None) -> SliderSpec | None:
+        by_class = {s.class_name: s for s in self.params.sliders if s.shift == shift}
+        return by_class.get(class_name) or by_class.get(None)
+
+    def apply(self, batch: Batch, variant: Variant) -> Batch:
+        from stages.generative.sampling import EvalCounter
+
+        counter = EvalCounter()
+        parts = [
+            self._trajectory(batch, i, variant, counter) if batch.status[i] == "ok" else batch.select([i])
+            for i in range(len(batch))
+        ]
+        return Batch.concat(parts) if parts else batch
+
+    def _trajectory(self, batch: Batch, i: int, variant: Variant, counter: Any) -> Batch:
+        """All scales of input i as one batch; on failure every scale becomes an error row."""
+        shift = variant.params["shift"]
+        class_name = batch.meta[i].get("class_name")
+        if class_name is None and batch.labels[i] is not None:
+            class_name = str(batch.labels[i])
+        out = self._scaled_copies(batch, i, variant, class_name)
+        try:
+            slider = self.slider_for(shift, class_name)
+            if slider is None:
+                raise ValueError(f"no slider for class {class_name!r} in shift {shift!r}")
+            images = self._render(batch, i, class_name, slider, counter)
+        except Exception as exc:  # noqa: BLE001 - a failed generation is an error row, not a crash
+            for j in range(len(out)):
+                out.fail(j, f"nuisance: {type(exc).__name__}: {str(exc)[:300]}")
+            return out
+        out.images = list(images)
+        for j in range(len(out)):
+            out.shift[j]["slider_sha256"] = self._slider_sha(slider)
+        return out
+
+    def _scaled_copies(self, batch: Batch, i: int, variant: Variant, class_name: str | None) -> Batch:
+        scales = self.params.scales
+        key = batch.keys[i]
+        trajectory = f"{variant.config}-{key}"
+        seed = self.noise_seed(batch, i)
+        return Batch(
+            keys=[f"{key}-{scale_tag(s)}" for s in scales],
+            images=[None] * len(scales),
+            seeds=[batch.seeds[i]] * len(scales),
+            source_keys=[batch.source_keys[i]] * len(scales),
+            labels=[batch.labels[i]] * len(scales),
+            meta=[dict(batch.meta[i]) for _ in scales],
+            shift=[
+                {
+                    **batch.shift[i],
+                    "trajectory": trajectory,
+                    "scale": float(s),
+                    "scale_index": j,
+                    "class_name": class_name,
+                    "shift_name": variant.params["shift"],
+                    "noise_seed": seed,
+                }
+                for j, s in enumerate(scales)
+            ],
+        )
+
+    @staticmethod
+    def noise_seed(batch: Batch, i: int) -> int:
+        """The prompts source names the generation seed (shared by every
+        slider, as in CNS-Bench); image inputs use the per-sample seed."""
+        seed = batch.meta[i].get("seed")
+        return int(seed) if isinstance(seed, int) else int(batch.seeds[i])
+
+    def _render(
+        self, batch: Batch, i: int, class_name: str | None, slider: SliderSpec, counter: Any
+    ) -> np.ndarray:
+        from stages.generative.sampling import (
+            GenerationRequest,
+            as_rgb,
+            fit_size,
+            resize_image,
+            sample_trajectory,
+        )
+
+        p = self.params
+        model = self._model()
+        adapter = self._adapter(model, slider)
+        side = p.resolution or model.native_size
+        text = p.class_prompts.get(class_name, class_name) if class_name is not None else ""
+        if "{class}" in p.prompt and not text:
+            raise ValueError("the prompt needs a class name but the sample has none")
+        source = batch.images[i]
+        if p.mode == "image2image":
+            if source is None:
+                raise ValueError("image2image needs source pixels; this item has none")
+            height, width = fit_size(*source.shape[:2], side, model.size_multiple)
+            init = resize_image(as_rgb(source), height, width)
+        else:
+            height = width = fit_size(side, side, side, model.size_multiple)[0]
+            init = None
+        request = GenerationRequest(
+            prompt=p.prompt.format(**{"class": text}),
+            negative_prompt=p.negative_prompt,
+            seed=self.noise_seed(batch, i),
+            height=height,
+            width=width,
+            steps=p.steps,
+            guidance_scale=p.guidance_scale,
+            init_image=init,
+            strength=p.strength,
+        )
+        images = sample_trajectory(model, request, adapter, list(p.scales), p.start_noise, p.sampler, counter)
+        if p.output_size:
+            return np.stack([resize_image(im, p.output_size, p.output_size) for im in images])
+        if source is not None and p.mode == "image2image":
+            return np.stack([resize_image(im, *source.shape[:2]) for im in images])
+        return images
+
+    def _model(self) -> Any:
+        from stages.generative.models import load_model
+        from stages.generative.spec import resolve_device
+
+        device, dtype = resolve_device(self.params.device, self.params.dtype)
+        return load_model(self.params.model, self.params.revision, device, dtype)
+
+    def _adapter(self, model: Any, slider: SliderSpec) -> str:
+        from stages.generative.models import unet_weight_sha256
+        from stages.generative.sliders import check_slider_base, ensure_slider_loaded, read_slider
+
+        if slider.path not in self._adapters:
+            loaded = read_slider(slider.path)
+            check_slider_base(
+                loaded, unet_weight_sha256(self.params.model, self.params.revision), self.params.model
+            )
+            self._adapters[slider.path] = ensure_slider_loaded(model, loaded)
+        return self._adapters[slider.path]
+
+    def _slider_sha(self, slider: SliderSpec) -> str:
+        from stages.generative.sliders import read_slider
+
+        return read_slider(slider.path).sha256
+
+
+STAGE = NuisanceStage
