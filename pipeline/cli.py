@@ -13,6 +13,11 @@ import sys
 
 COMMAND_MODULES = [
     "pipeline.commands",      # build, plan, verify, preview, schema
+    "pipeline.export",        # export (medmnist-c)
+    "pipeline.metashift_cli",  # metashift subsets | sweep | report
+    "pipeline.filters_cli",   # calibrate, report (filters)
+    "pipeline.hub_cli",       # publish, regenerate, schedule
+    "stages.generative.cli",  # train-slider
 ]
 
 
