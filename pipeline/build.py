@@ -21,7 +21,7 @@ from pipeline.manifest import load_manifest
 from pipeline.plan import Plan, plan_release
 from pipeline.provenance import write_release_metadata
 from pipeline.records import ShardRecord, WorkUnit
-from pipeline.task import TaskContext, run_unit
+from pipeline.task import TaskContext, filters_fingerprint, run_unit
 from pipeline.writers.files import filesystem, remove_temporaries, sha256_file
 from pipeline.writers.zarr_store import ZarrLayout, ensure_store
 
@@ -101,6 +101,9 @@ def remove_orphans(out: Path, planned: set[str], journal: dict[str, ShardRecord]
     for store in (out / "zarr").glob("*.zarr") if (out / "zarr").exists() else []:
         if store.name[: -len(".zarr")] not in planned_configs:
             shutil.rmtree(store)
+    for thumbs in (out / "rejected").iterdir() if (out / "rejected").exists() else []:
+        if thumbs.name not in planned_configs:
+            shutil.rmtree(thumbs)
     return removed
 
 
@@ -111,7 +114,7 @@ def build_release(manifest: str | Path | Any, out: str | Path, workers: int | No
     release = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
     out = Path(out)
     say = on_event or (lambda msg: None)
-    plan = plan_release(release, filters_fingerprint=_filters_fingerprint(release))
+    plan = plan_release(release, filters_fingerprint=filters_fingerprint(release))
     out.mkdir(parents=True, exist_ok=True)
     remove_temporaries(*filesystem(str(out)))
 
@@ -135,14 +138,6 @@ def build_release(manifest: str | Path | Any, out: str | Path, workers: int | No
     counts = write_release_metadata(out, release, plan, records)
     return BuildResult(out=out, planned=len(plan.units), built=len(todo), skipped=len(plan.units) - len(todo),
                        removed=removed, counts=counts, seconds=time.perf_counter() - started, records=records)
-
-
-def _filters_fingerprint(release: Any) -> Any:
-    if not getattr(release, "filters", None):
-        return None
-    from stages.filters import FilterChain
-
-    return FilterChain(release.filters).fingerprint()
 
 
 def _run(plan: Plan, todo: list[WorkUnit], ctx: TaskContext, journal: dict[str, ShardRecord],

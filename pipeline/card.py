@@ -72,10 +72,11 @@ def shard_splits(release_dir: Path, provenance: dict[str, Any]) -> dict[str, set
 
 def config_data_files(config: str, shards: list[str], splits: dict[str, set[str]]) -> list[dict[str, Any]]:
     """One `test` split over the config's folder, or one entry per split when each shard holds one."""
-    found = [splits.get(path, set()) for path in shards]
-    if shards and all(len(s) == 1 for s in found) and {next(iter(s)) for s in found} != {"test"}:
+    # shards with no ok sample (e.g. the other split's share of a split stage) carry no split
+    holding = [(path, splits[path]) for path in shards if splits.get(path)]
+    if holding and all(len(s) == 1 for _, s in holding) and {next(iter(s)) for _, s in holding} != {"test"}:
         per_split: dict[str, list[str]] = {}
-        for path, names in zip(shards, found):
+        for path, names in holding:
             per_split.setdefault(next(iter(names)), []).append(path)
         return [{"split": name, "path": sorted(paths)} for name, paths in sorted(per_split.items())]
     return [{"split": "test", "path": f"data/{config}/*.tar"}]

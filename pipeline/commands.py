@@ -9,8 +9,9 @@ from pathlib import Path
 from rich.console import Console
 
 from pipeline.cli import UsageError
+from pipeline.manifest import ROOT_MANIFESTS
 
-DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "demo.yaml"
+DEMO_MANIFEST = ROOT_MANIFESTS / "demo.yaml"
 console = Console(stderr=True)
 
 
@@ -58,7 +59,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from pipeline.build import build_release
-    from pipeline.manifest import load_manifest
+    from pipeline.manifest import ManifestError, load_manifest
 
     release = load_manifest(args.manifest)  # validation errors exit 2 before anything is written
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -66,6 +67,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         result = build_release(release, args.out, workers=args.workers, scheduler=args.scheduler,
                                progress=not args.no_progress,
                                on_event=lambda msg: console.print(msg))
+    except ManifestError:
+        raise  # found while indexing/planning (e.g. an unknown class name): bad input, exit 2
     except Exception as exc:  # noqa: BLE001 - one line for the user, details in the log
         log_path = Path(args.out) / "build-error.log"
         from pipeline.task import format_traceback

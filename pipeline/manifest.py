@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pipeline.sources import available_sources
 from stages import available_stages
 
+ROOT_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
@@ -111,14 +112,26 @@ def parse_release(data: Any, origin: str = "<manifest>") -> BaseModel:
         release = release_model().model_validate(data)
     except ValidationError as exc:
         raise ManifestError(f"{origin}: invalid release manifest\n{format_validation_error(exc)}") from None
-    if getattr(release, "filters", None) is not None:
-        from stages.filters import release_problems  # filters vs shifts: one section alone cannot tell
-
-        problems = release_problems(release)
-        if problems:
-            listed = "\n".join(f"  {p}" for p in problems)
-            raise ManifestError(f"{origin}: invalid release manifest\n{listed}")
+    problems = cross_section_problems(release)
+    if problems:
+        listed = "\n".join(f"  {p}" for p in problems)
+        raise ManifestError(f"{origin}: invalid release manifest\n{listed}")
     return release
+
+
+def cross_section_problems(release: BaseModel) -> list[str]:
+    """Checks no single section can make alone (a shift vs the output encoding, filters vs shifts)."""
+    problems = []
+    for i, spec in enumerate(release.shifts):
+        stage = available_stages()[spec.stage]
+        if getattr(stage, "requires_lossless", False) and release.output.encoding != "png":
+            problems.append(f"output.encoding: shifts.{i} ({spec.stage}) needs lossless output, so "
+                            f"'png' is required (got {release.output.encoding!r}); JPEG destroys the shift")
+    if getattr(release, "filters", None) is not None:
+        from stages.filters import release_problems
+
+        problems.extend(release_problems(release))
+    return problems
 
 
 def load_manifest(path: str | Path) -> BaseModel:

@@ -83,6 +83,14 @@ def _check_unique_configs(variants: list[tuple[int, Variant]]) -> None:
         seen[variant.config] = stage_index
 
 
+def _work_fingerprint(stage_index: int, stage: Stage) -> dict:
+    """A stage's fingerprint; a model or adapter file that cannot be found is bad input."""
+    try:
+        return stage.work_fingerprint()
+    except (ValueError, FileNotFoundError) as exc:
+        raise ManifestError(f"shifts.{stage_index} ({stage.name}): {exc}") from None
+
+
 def unit_fingerprint(common: str, stage_fp: str, variant: Variant, slice_digest: str) -> str:
     return hashlib.sha256(f"{common}|{stage_fp}|{variant.token()}|{slice_digest}".encode()).hexdigest()
 
@@ -100,7 +108,8 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
     common = canonical_json({"seed": release.seed, "encoding": out.encoding, "quality": out.jpeg_quality,
                              "formats": sorted(out.formats), "image_size": out.image_size,
                              "filters": filters_fingerprint})
-    stage_fps = [hashlib.sha256(canonical_json(s.work_fingerprint()).encode()).hexdigest() for s in stages]
+    stage_fps = [hashlib.sha256(canonical_json(_work_fingerprint(i, s)).encode()).hexdigest()
+                 for i, s in enumerate(stages)]
     per_shard = out.samples_per_shard
     slices = [(start, min(start + per_shard, len(index))) for start in range(0, len(index), per_shard)]
     digests = [index.slice_digest(a, b) for a, b in slices]

@@ -53,7 +53,33 @@ def contact_sheet(out: str | Path, dest: str | Path, rows: int = 6, configs: str
                 order.append(source_key)
             if source_key in order:
                 grid[source_key][config] = image
+    clean = _clean_images(prov, set(order))
+    if clean:
+        for source_key, image in clean.items():
+            grid[source_key]["clean"] = image
+        selected = ["clean", *selected]
     return _draw(grid, order, selected, Path(dest), tile)
+
+
+def _clean_images(prov: dict, wanted: set[str]) -> dict[str, np.ndarray]:
+    """The unshifted source images, for a first column to compare against; empty if the
+    source is no longer readable here (the sheet is still useful without it)."""
+    from pipeline.manifest import ManifestError, parse_release
+    from pipeline.sources import SourceError, open_source
+
+    try:
+        source = open_source(parse_release(prov["manifest"]).source)
+        found = {}
+        for item in source.index():
+            if item.key in wanted:
+                image = source.load(item).image
+                if image is not None:
+                    found[item.key] = image
+                if len(found) == len(wanted):
+                    break
+        return found
+    except (ManifestError, SourceError, OSError):
+        return {}
 
 
 def _draw(grid: dict, order: list[str], configs: list[str], dest: Path, tile: int) -> Path:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from pipeline import __version__
 from pipeline.manifest import canonical_json, manifest_sha256
 from pipeline.records import ShardRecord
+from pipeline.task import filters_fingerprint
 from pipeline.writers.files import atomic_write, filesystem
 
 SCHEMA_ID = "shiftforge/provenance/1"
@@ -118,6 +119,7 @@ def provenance_document(out: Path, release: Any, plan: Any, records: list[ShardR
         "code": code_info(),
         "source": {"describe": plan.source.describe(), "items": len(plan.index), "index_sha256": plan.index.digest()},
         "stages": [stage.fingerprint() for stage in plan.stages],
+        "filters": filters_fingerprint(release),
         "configs": config_summaries(plan, records),
         "shards": shard_entries,
         "counts": counts,

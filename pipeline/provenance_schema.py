@@ -79,6 +79,7 @@ class Provenance(_Open):
     code: CodeInfo
     source: SourceInfo
     stages: list[StageFingerprint]
+    filters: dict[str, Any] | None
     configs: dict[str, ConfigInfo]
     shards: list[ShardInfo]
     counts: Counts

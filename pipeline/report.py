@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.writers.thumbnails import save_rejected_thumbnails  # noqa: F401 - re-exported
+
 LEVEL_KEYS = ("severity", "scale", "level", "strength")
 SHIFT_KEYS = ("shift_name", "corruption", "shift", "style", "domain", "attack", "name")
 STATUSES = ("ok", "rejected", "error")
@@ -189,27 +191,6 @@ def plot_grid(examples: list[tuple[str, np.ndarray, str]], title: str, dest: Pat
     fig.savefig(dest)
     plt.close(fig)
     return dest
-
-
-def save_rejected_thumbnails(fs: Any, root: str, config: str, keys: list[str], images: list[Any],
-                             max_side: int = 96) -> list[str]:
-    """Small JPEGs of rejected samples at rejected/<config>/<key>.jpg so a report can show them
-    (rejected samples never enter the shards). `fs`, `root`: an fsspec filesystem and release root."""
-    from PIL import Image
-
-    from pipeline.writers.files import atomic_open
-
-    written = []
-    for key, image in zip(keys, images):
-        if image is None or np.asarray(image).dtype != np.uint8:
-            continue
-        thumb = Image.fromarray(np.asarray(image).squeeze()).convert("RGB")
-        thumb.thumbnail((max_side, max_side))
-        path = f"{root}/rejected/{config}/{key}.jpg"
-        with atomic_open(fs, path) as handle:
-            thumb.save(handle, format="JPEG", quality=80)
-        written.append(path)
-    return written
 
 
 @dataclass

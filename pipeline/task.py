@@ -19,6 +19,7 @@ from pipeline.records import ShardRecord, WorkUnit
 from pipeline.seeding import derive_seed
 from pipeline.sources import Source, SourceItem, open_source
 from pipeline.writers.files import filesystem
+from pipeline.writers.thumbnails import save_rejected_thumbnails
 from pipeline.writers.webdataset import encode_image, write_tar
 from pipeline.writers.zarr_store import ZarrLayout, write_region
 from stages import Batch, Stage, get_stage
@@ -57,6 +58,12 @@ def filters_for(release: Any):
     from stages.filters import FilterChain
 
     return _cached("filters", release, 0, lambda: FilterChain(release.filters))
+
+
+def filters_fingerprint(release: Any) -> Any:
+    """Filter versions, params, thresholds, rule and weight sha256s (None without filters)."""
+    chain = filters_for(release)
+    return None if chain is None else chain.fingerprint()
 
 
 def short_error(exc: BaseException) -> str:
@@ -175,6 +182,10 @@ def run_unit(unit: WorkUnit, items: list[SourceItem], ctx: TaskContext) -> Shard
                 status, reason, image = "error", f"encode: {short_error(exc)}", None
         rows.append(row_for(doc, status, reason, shard_rel if status == "ok" else None))
         zarr_slots.append((batch.keys[i], batch.labels[i], image if status == "ok" else None))
+    rejected = [i for i in range(len(batch)) if batch.status[i] == "rejected"]
+    if rejected:
+        save_rejected_thumbnails(*filesystem(ctx.out), variant.config, [batch.keys[i] for i in rejected],
+                                 [batch.images[i] for i in rejected])
     return _write_outputs(unit, ctx, shard_rel, members, zarr_slots, rows, started)
 
 

@@ -7,10 +7,10 @@ so any number of samples can be drawn.
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -79,16 +79,20 @@ class SamplesSource(Source):
                 "flip": bool(rng.integers(2))}
 
     def index(self) -> Iterator[SourceItem]:
+        # Item i is a pure function of its base file, output size, channels and its recipe, and
+        # the recipe of a random crop is a pure function of (spec.seed, i). Hashing those inputs
+        # is therefore a content hash, without drawing a million recipes (one RNG construction
+        # per item would dominate planning a large release).
         spec = self.spec
         count = spec.count or len(spec.images)
-        file_hashes = {n: _base_image(n, spec.channels)[1] for n in spec.images}
+        n_images = len(spec.images)
+        common = [f"{name}\x1f{_base_image(name, spec.channels)[1]}\x1f{spec.size}\x1f{spec.channels}"
+                  for name in spec.images]
         for i in range(count):
-            recipe = self._recipe(i)
-            # the crop is a pure function of the base file and the recipe, so this is a content hash
-            payload = json.dumps({**recipe, "file": file_hashes[recipe["image"]], "size": spec.size,
-                                  "channels": spec.channels}, sort_keys=True)
-            yield SourceItem(key=f"{recipe['image']}-{i:06d}", sha256=hashlib.sha256(payload.encode()).hexdigest(),
-                             label=None, ref=i)
+            name = spec.images[i % n_images]
+            recipe = "center" if i < n_images else f"random\x1f{spec.seed}\x1f{i}"
+            digest = hashlib.sha256(f"{common[i % n_images]}\x1f{recipe}".encode()).hexdigest()
+            yield SourceItem(key=f"{name}-{i:06d}", sha256=digest, label=None, ref=i)
 
     def load(self, item: SourceItem) -> Loaded:
         recipe = self._recipe(int(item.ref))

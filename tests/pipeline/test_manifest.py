@@ -56,3 +56,24 @@ def test_schema_export_covers_stages(tmp_path):
     text = json.dumps(schema)
     assert "corruptions" in text and "samples_per_shard" in text
     assert schema["additionalProperties"] is False
+
+
+def test_lossless_stage_refuses_jpeg_output(tmp_path):
+    import yaml
+
+    from pipeline.manifest import ROOT_MANIFESTS
+
+    data = yaml.safe_load((ROOT_MANIFESTS / "adversarial.yaml").read_text())
+    parse_release(data)  # the shipped manifest is valid as is
+    data.setdefault("output", {})["encoding"] = "jpg"
+    with pytest.raises(ManifestError, match=r"output.encoding: shifts.0 \(adversarial\) needs lossless"):
+        parse_release(data)
+
+
+def test_every_shipped_manifest_validates():
+    from pipeline.manifest import ROOT_MANIFESTS
+
+    names = sorted(p.name for p in ROOT_MANIFESTS.glob("*.yaml"))
+    assert {"demo.yaml", "medmnist-c.yaml", "cns.yaml", "adversarial.yaml", "metashift.yaml"} <= set(names)
+    for name in names:
+        load_manifest(ROOT_MANIFESTS / name)
