@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from pipeline.manifest import ManifestError, canonical_json
 from pipeline.records import WorkUnit
-from pipeline.sources import Source, SourceItem, open_source
+from pipeline.sources import Source, SourceError, SourceItem, open_source
 from stages import Stage, get_stage
 from stages.base import Variant
 
@@ -99,7 +99,11 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
                  filters_fingerprint: Any = None) -> Plan:
     """One WorkUnit per (variant, slice of samples_per_shard source items)."""
     source = source or open_source(release.source)
-    index = index if index is not None else SourceIndex.from_items(source.index())
+    if index is None:
+        try:
+            index = SourceIndex.from_items(source.index())
+        except SourceError as exc:   # e.g. a missing folder or shard: bad input, before any work
+            raise ManifestError(f"source: {exc}") from None
     stages = build_stages(release)
     variants = [(si, v) for si, stage in enumerate(stages) for v in stage.variants()]
     _check_unique_configs(variants)

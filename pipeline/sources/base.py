@@ -48,6 +48,9 @@ class Source:
 
     kind: ClassVar[str]
     Spec: ClassVar[type[SourceSpec]]
+    # whether loaded items carry meta["class_name"] (filters that prompt with the class need it);
+    # None when it depends on the data (e.g. a folder with or without class sub-folders)
+    provides_class_names: ClassVar[bool | None] = None
 
     def __init__(self, spec: SourceSpec):
         self.spec = spec

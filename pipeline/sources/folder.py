@@ -80,7 +80,10 @@ class FolderSource(Source):
             raise SourceError(f"{rel} changed since it was indexed (sha256 {sha256_bytes(data)[:12]}…, "
                               f"index has {item.sha256[:12]}…)")
         pixels, notes = decode_image(data, rel, self.spec.max_pixels)
-        return Loaded(pixels, {"path": rel, "notes": notes})
+        meta = {"path": rel, "notes": notes}
+        if isinstance(item.label, int):
+            meta["class_name"] = self._label_table()[1][item.label]   # filters prompt with it
+        return Loaded(pixels, meta)
 
     def __getstate__(self) -> dict[str, Any]:
         # per-process state is rebuilt where it is used

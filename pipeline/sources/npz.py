@@ -60,6 +60,7 @@ class _ImageArray:
 class NpzSource(Source):
     kind = "npz"
     Spec = NpzSpec
+    provides_class_names = False
 
     def __init__(self, spec: NpzSpec):
         super().__init__(spec)

@@ -51,6 +51,7 @@ def class_slug(index: int, name: str) -> str:
 class PromptsSource(Source):
     kind = "prompts"
     Spec = PromptsSpec
+    provides_class_names = True
 
     def index(self) -> Iterator[SourceItem]:
         for label, name in enumerate(self.spec.classes):

@@ -68,6 +68,7 @@ def _base_image(name: str, channels: int) -> tuple[np.ndarray, str]:
 class SamplesSource(Source):
     kind = "samples"
     Spec = SamplesSpec
+    provides_class_names = False
 
     def _recipe(self, i: int) -> dict:
         spec = self.spec

@@ -78,6 +78,7 @@ class _Sample:
 class WebDatasetSource(Source):
     kind = "webdataset"
     Spec = WebDatasetSpec
+    provides_class_names = False
 
     def shard_urls(self) -> list[str]:
         patterns = [self.spec.urls] if isinstance(self.spec.urls, str) else self.spec.urls

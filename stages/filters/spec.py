@@ -114,7 +114,29 @@ def release_problems(release: Any) -> list[str]:
     Reference filters and `complete_trajectory` compare the scales of a trajectory, so some shift
     must emit several samples per input (`Stage.outputs_per_input` > 1)."""
     spec = getattr(release, "filters", None)
-    if spec is None or not ("reference" in spec.needs() or spec.complete_trajectory):
+    if spec is None:
+        return []
+    return _class_name_problems(release, spec) + _trajectory_problems(release, spec)
+
+
+def _class_name_problems(release: Any, spec: FiltersSpec) -> list[str]:
+    """A filter that prompts with the class name on a source that never has one."""
+    if "class_name" not in spec.needs():
+        return []
+    from pipeline.sources import available_sources
+    from stages import get_stage
+
+    if available_sources()[release.source.kind].provides_class_names is not False:
+        return []
+    if any(getattr(get_stage(p.stage), "provides_class_names", False) for p in release.shifts):
+        return []
+    users = [e.filter for e in spec.chain if "class_name" in FILTER_CLASSES[e.filter].needs]
+    return [f"filters: {', '.join(users)} need a class name per sample, but source kind "
+            f"{release.source.kind!r} has none (use a labelled source such as folder or prompts)"]
+
+
+def _trajectory_problems(release: Any, spec: FiltersSpec) -> list[str]:
+    if not ("reference" in spec.needs() or spec.complete_trajectory):
         return []
     from stages import get_stage
 

@@ -77,3 +77,18 @@ def test_every_shipped_manifest_validates():
     assert {"demo.yaml", "medmnist-c.yaml", "cns.yaml", "adversarial.yaml", "metashift.yaml"} <= set(names)
     for name in names:
         load_manifest(ROOT_MANIFESTS / name)
+
+
+def test_class_name_filter_on_an_unlabelled_source_is_refused(tiny_release):
+    tiny_release["filters"] = {"chain": [{"filter": "clip_class", "model": "models/clip"}],
+                               "thresholds": {"clip_class": 20.0}}
+    with pytest.raises(ManifestError, match=r"clip_class need a class name per sample, but source kind 'samples'"):
+        parse_release(tiny_release)
+
+
+def test_missing_source_folder_is_bad_input(tmp_path, tiny_release):
+    from pipeline.plan import plan_release
+
+    tiny_release["source"] = {"kind": "folder", "path": str(tmp_path / "nowhere")}
+    with pytest.raises(ManifestError, match="source: folder source: .*nowhere is not a folder"):
+        plan_release(parse_release(tiny_release))

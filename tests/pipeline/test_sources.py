@@ -67,7 +67,8 @@ def test_folder_index_keys_labels_hashes_in_sorted_order(class_tree):
     for item in items:
         loaded = source.load(item)
         np.testing.assert_array_equal(loaded.image, pixels[item.ref])
-        assert loaded.meta == {"path": item.ref, "notes": []}
+        class_name = {0: "cat", 1: "dog"}.get(item.label)
+        assert loaded.meta == {"path": item.ref, "notes": [], **({"class_name": class_name} if class_name else {})}
 
 
 def test_folder_not_recursive_takes_only_top_level(class_tree):
