@@ -104,7 +104,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"release {release.name} {release.version}: {len(plan.index)} source items "
           f"({release.source.kind}), {len(plan.variants)} configs, {len(plan.units)} shards"
           + (f", {done} already done" if args.out else ""))
-    for stage_index, variant in plan.variants:
+    for _, variant in plan.variants:
         print(f"  {variant.config:<32} {per_config[variant.config]:>6} shards  {variant.params}")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -120,6 +121,31 @@ class Batch:
         return out
 
 
+@dataclass(frozen=True)
+class Preparation:
+    """Work a stage needs done once per release before its shards can be
+    planned, e.g. training a LoRA slider whose file the stage then reads.
+
+    The engine runs `run()` as one task, on a worker offering `resources`,
+    unless `record()` shows that `output` already exists and was made from
+    this `fingerprint` (a digest of every input). `run` writes `output`
+    atomically, records `fingerprint` with it and returns `record()`'s dict;
+    `record()` returns what an existing output says about itself (its
+    "fingerprint", sha256, how it was made) or None when there is none.
+    """
+
+    id: str
+    output: str
+    fingerprint: str
+    run: Callable[[], dict[str, Any]]
+    record: Callable[[], dict[str, Any] | None]
+    resources: dict[str, float] = field(default_factory=dict)
+
+    def is_current(self) -> bool:
+        found = self.record()
+        return found is not None and found.get("fingerprint") == self.fingerprint
+
+
 class Stage:
     """Base class of a shift family.
 
@@ -154,6 +180,17 @@ class Stage:
 
     def weight_hashes(self) -> dict[str, str]:
         """sha256 of every model/adapter file this stage uses, by name/path."""
+        return {}
+
+    def preparations(self) -> list[Preparation]:
+        """Jobs whose outputs this stage reads, run before planning (default none)."""
+        return []
+
+    def release_files(self, rows: list[dict[str, Any]], source: Any, image_ext: str) -> dict[str, bytes]:
+        """Extra files for the release folder, made from this stage's sample rows
+        (as in samples.parquet) once the shards are built: relative path -> content
+        (e.g. a COCO annotations file per config). `source` is the release's source;
+        `image_ext` the extension of the images in the shards."""
         return {}
 
     def fingerprint(self) -> dict[str, Any]:

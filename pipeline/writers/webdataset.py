@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from typing import Iterable
+from collections.abc import Iterable
 
 import cv2
 import fsspec
