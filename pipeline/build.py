@@ -1,24 +1,30 @@
 """`build`: manifest → plan → Dask tasks → journal → provenance, resumable.
 
 1. load and validate the manifest (nothing is written if it is bad)
-2. index the source and plan one WorkUnit per shard
-3. skip units whose fingerprint and file sha256 already stand in the journal
-4. run the rest on Dask; append each finished shard to the journal
-5. drop orphaned shards; write samples.parquet, provenance.json and the card
+2. run the stages' preparations (e.g. slider training) whose outputs are stale
+3. index the source and plan one WorkUnit per shard
+4. skip units whose fingerprint and file sha256 already stand in the journal
+5. run the rest on Dask; append each finished shard to the journal
+6. drop orphaned shards; write samples.parquet, provenance.json and the card
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from dask.distributed import Client
 
 from pipeline.engine import dask_client, run_units
 from pipeline.journal import JournalWriter, read_journal
 from pipeline.manifest import load_manifest
 from pipeline.plan import Plan, plan_release
+from pipeline.preparations import release_preparations, run_preparations
 from pipeline.provenance import write_release_metadata
 from pipeline.records import ShardRecord, WorkUnit
 from pipeline.task import TaskContext, filters_fingerprint, run_unit
@@ -36,6 +42,7 @@ class BuildResult:
     counts: dict[str, int]
     seconds: float
     records: list[ShardRecord] = field(default_factory=list)
+    prepared: list[str] = field(default_factory=list)   # ids of the preparations this build ran
 
     @property
     def changed(self) -> bool:
@@ -107,13 +114,39 @@ def remove_orphans(out: Path, planned: set[str], journal: dict[str, ShardRecord]
     return removed
 
 
+@contextmanager
+def client_on_demand(workers: int | None, scheduler: str | None,
+                     say: Callable[[str], None]) -> Iterator[Callable[[], Client]]:
+    """One Dask client for preparations and shards, opened on first use, so a
+    build with nothing to do starts no cluster."""
+    with ExitStack() as stack:
+        opened: list[Client] = []
+
+        def client_for() -> Client:
+            if not opened:
+                opened.append(stack.enter_context(dask_client(workers, scheduler)))
+                if opened[0].dashboard_link:
+                    say(f"Dask dashboard: {opened[0].dashboard_link}")
+            return opened[0]
+
+        yield client_for
+
+
 def build_release(manifest: str | Path | Any, out: str | Path, workers: int | None = None,
                   scheduler: str | None = None, progress: bool = False,
                   on_event: Callable[[str], None] | None = None) -> BuildResult:
     started = time.perf_counter()
     release = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
-    out = Path(out)
     say = on_event or (lambda msg: None)
+    with client_on_demand(workers, scheduler, say) as client_for:
+        prepared = run_preparations(client_for, release_preparations(release), say)
+        result = _build_planned(release, Path(out), client_for, progress, say, started)
+    result.prepared = prepared
+    return result
+
+
+def _build_planned(release: Any, out: Path, client_for: Callable[[], Client], progress: bool,
+                   say: Callable[[str], None], started: float) -> BuildResult:
     plan = plan_release(release, filters_fingerprint=filters_fingerprint(release))
     out.mkdir(parents=True, exist_ok=True)
     remove_temporaries(*filesystem(str(out)))
@@ -130,7 +163,7 @@ def build_release(manifest: str | Path | Any, out: str | Path, workers: int | No
     try:
         if todo:
             _run(plan, todo, TaskContext(release=release, out=str(out), zarr=layouts), journal, writer,
-                 workers, scheduler, progress, say)
+                 client_for, progress)
         records = [journal[u.shard_id] for u in plan.units]
         writer.compact(records)
     finally:
@@ -141,14 +174,12 @@ def build_release(manifest: str | Path | Any, out: str | Path, workers: int | No
 
 
 def _run(plan: Plan, todo: list[WorkUnit], ctx: TaskContext, journal: dict[str, ShardRecord],
-         writer: JournalWriter, workers: int | None, scheduler: str | None, progress: bool,
-         say: Callable[[str], None]) -> None:
+         writer: JournalWriter, client_for: Callable[[], Client], progress: bool) -> None:
     from pipeline.progress import BuildProgress
 
     n_samples = sum((u.stop - u.start) * plan.stages[u.stage_index].outputs_per_input(u.variant) for u in todo)
-    with dask_client(workers, scheduler) as client, BuildProgress(len(todo), n_samples, progress) as bar:
-        if client.dashboard_link:
-            say(f"Dask dashboard: {client.dashboard_link}")
+    client = client_for()
+    with BuildProgress(len(todo), n_samples, progress) as bar:
 
         def done(record: ShardRecord) -> None:
             writer.append(record)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from itertools import islice
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from itertools import islice
 
 import dask.config
 from dask.distributed import Client, LocalCluster, as_completed
@@ -35,11 +35,11 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
     # Dask's default MALLOC_TRIM_THRESHOLD_ turns off glibc's adaptive mmap threshold, so every
     # image-sized NumPy temporary is mmapped, page-faulted and unmapped again: ~25 % slower
     # stages. The workers keep the single-threaded BLAS/OpenMP settings.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
-            LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                         dashboard_address=":0" if dashboard else None, silence_logs=logging.ERROR) as cluster:
-        with Client(cluster, set_as_default=False) as client:
-            yield client
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=":0" if dashboard else None, silence_logs=logging.ERROR)
+    with cluster, Client(cluster, set_as_default=False) as client:
+        yield client
 
 
 def cluster_resources(client: Client) -> dict[str, float]:
@@ -51,8 +51,9 @@ def cluster_resources(client: Client) -> dict[str, float]:
     return totals
 
 
-def run_units(client: Client, units: Sequence[WorkUnit], task: Callable, args_for: Callable[[WorkUnit], tuple],
-              resources_for: Callable[[WorkUnit], dict], on_done: Callable[[ShardRecord], None],
+def run_units(client: Client, units: Sequence[WorkUnit], task: Callable,
+              args_for: Callable[[WorkUnit], tuple], resources_for: Callable[[WorkUnit], dict],
+              on_done: Callable[[ShardRecord], None],
               window: int | None = None, retries: int = 2) -> None:
     """Run task(*args_for(unit)) for every unit; at most `window` in flight.
 

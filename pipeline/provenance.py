@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.manifest import canonical_json, manifest_sha256
+from pipeline.preparations import preparation_records
 from pipeline.records import ShardRecord
 from pipeline.task import filters_fingerprint
-from pipeline.writers.files import atomic_write, filesystem
+from pipeline.writers.files import atomic_write, filesystem, sha256_file
 
 SCHEMA_ID = "shiftforge/provenance/1"
 PACKAGES = ["numpy", "scipy", "opencv-python-headless", "pillow", "scikit-image", "dask", "distributed",
@@ -105,7 +106,38 @@ def stage_extras(plan: Any, records: list[ShardRecord]) -> dict[str, Any]:
     return extras
 
 
-def provenance_document(out: Path, release: Any, plan: Any, records: list[ShardRecord]) -> dict[str, Any]:
+def write_stage_files(out: Path, release: Any, plan: Any, records: list[ShardRecord],
+                      previous: dict | None) -> list[dict[str, Any]]:
+    """Files stages add beside the shards (e.g. COCO annotations per config), written
+    atomically; files an earlier build listed that no stage writes now are deleted."""
+    fs, root = filesystem(str(out))
+    ext = "png" if release.output.encoding == "png" else "jpg"
+    entries = []
+    for stage_index, stage in enumerate(plan.stages):
+        configs = {v.config for i, v in plan.variants if i == stage_index}
+        rows = [row for record in records if record.config in configs for row in record.rows]
+        for path, data in sorted(stage.release_files(rows, plan.source, ext).items()):
+            parts = Path(path).parts
+            if Path(path).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] in ("data", "zarr"):
+                raise ValueError(f"stage {stage.name} asked to write {path!r}; expected a relative path "
+                                 "inside a folder of the release other than data/ and zarr/")
+            sha = hashlib.sha256(data).hexdigest()
+            if not fs.exists(f"{root}/{path}") or sha256_file(fs, f"{root}/{path}") != sha:
+                atomic_write(fs, f"{root}/{path}", data)
+            entries.append({"path": path, "stage": stage.name, "sha256": sha, "bytes": len(data)})
+    kept = {entry["path"] for entry in entries}
+    for stale in [f["path"] for f in (previous or {}).get("files", []) if f["path"] not in kept]:
+        if fs.exists(f"{root}/{stale}"):
+            fs.rm(f"{root}/{stale}")
+        folder = Path(out, stale).parent
+        while folder != Path(out) and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    return entries
+
+
+def provenance_document(out: Path, release: Any, plan: Any, records: list[ShardRecord],
+                        files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     shard_entries = [{k: v for k, v in r.to_json().items() if k != "rows"} for r in records]
     counts = count_statuses(records)
     previous = read_provenance(out)
@@ -125,6 +157,8 @@ def provenance_document(out: Path, release: Any, plan: Any, records: list[ShardR
         "counts": counts,
         "zarr": sorted({r.zarr["path"] for r in records if r.zarr}),
         "extras": stage_extras(plan, records),
+        "preparations": preparation_records(plan.stages),
+        "files": files or [],
         "shards_digest": digest,
         "revision": _revision(previous, digest),
     }
@@ -152,7 +186,8 @@ def read_provenance(out: Path) -> dict | None:
 
 def write_release_metadata(out: Path, release: Any, plan: Any, records: list[ShardRecord]) -> dict[str, int]:
     write_samples_table(out, records)
-    doc = provenance_document(out, release, plan, records)
+    files = write_stage_files(out, release, plan, records, read_provenance(out))
+    doc = provenance_document(out, release, plan, records, files)
     fs, root = filesystem(str(out))
     atomic_write(fs, f"{root}/provenance.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     _write_cards(out)

@@ -105,9 +105,10 @@ def release_tag(provenance: dict[str, Any]) -> str:
 def collect_release_files(release_dir: str | Path) -> tuple[dict[str, Any], list[LocalFile]]:
     """The files of a release that provenance vouches for, with their sha256.
 
-    Refuses (ReleaseRefused) a folder without provenance.json, a shard whose
-    sha256 differs from provenance, a file under data/ that provenance does not
-    list, or any symlink among the files to upload.
+    Refuses (ReleaseRefused) a folder without provenance.json, a shard or
+    stage file (e.g. annotations/<config>/instances.json) whose sha256 differs
+    from provenance, a file under data/ that provenance does not list, or any
+    symlink among the files to upload.
     """
     root = Path(release_dir).resolve()
     provenance_path = root / "provenance.json"
@@ -115,12 +116,13 @@ def collect_release_files(release_dir: str | Path) -> tuple[dict[str, Any], list
         raise ReleaseRefused(f"{root} is not a release folder: provenance.json is missing")
     provenance = json.loads(provenance_path.read_text())
     listed = {shard["path"]: shard for shard in provenance.get("shards", []) if shard.get("path")}
+    stage_files = {entry["path"]: entry for entry in provenance.get("files", [])}
     problems: list[str] = []
     on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*")
                if p.is_file() or p.is_symlink()}
     problems += [f"{path}: not listed in provenance.json" for path in sorted(on_disk - set(listed))]
     files: list[LocalFile] = []
-    for path, shard in sorted(listed.items()):
+    for path, shard in sorted((listed | stage_files).items()):
         local = _checked_path(root, path, problems)
         if local is None:
             continue
@@ -186,7 +188,9 @@ def plan_publish(api: Any, repo_id: str, provenance: dict[str, Any], files: list
         entry = remote.get(local.path)
         (plan.unchanged if entry is not None and _same_content(local, entry) else plan.uploads).append(local)
     local_paths = {f.path for f in files}
-    plan.deletions = sorted(p for p in remote if p.startswith("data/") and p not in local_paths)
+    # what the release folder manages: shards, and the folders stage files live in
+    managed = ("data/", *sorted({f["path"].split("/")[0] + "/" for f in provenance.get("files", [])}))
+    plan.deletions = sorted(p for p in remote if p.startswith(managed) and p not in local_paths)
     return plan
 
 

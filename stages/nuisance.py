@@ -7,21 +7,38 @@ One variant per shift; each class uses the slider trained for it (or a
 class-agnostic one). Output keys are `<input key>-s<scale>` (0.5 -> s0p5)
 and every sample's shift record carries trajectory, scale, class_name and
 shift_name.
+
+A slider entry with `train:` is trained by the build before generation (one
+task per slider, the Concept Sliders objective on the stage's model) and
+retrained only when its inputs change: base weights, class, shift, prompts
+or training settings.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import re
 import string
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stages.base import Batch, Stage, Variant
-from stages.generative.spec import DEFAULT_SCALES, DiffusionParams, check_scales, gpu_resources, scale_tag
+from stages.base import Batch, Preparation, Stage, Variant
+from stages.generative.spec import (
+    DEFAULT_SCALES,
+    DiffusionParams,
+    SliderTrainingSettings,
+    check_scales,
+    gpu_resources,
+    scale_tag,
+)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9]+")
+TRAINING_SCHEMA = "shiftforge.slider-training/1"  # bump when the training objective changes
 
 
 class SliderSpec(BaseModel):
@@ -30,6 +47,9 @@ class SliderSpec(BaseModel):
     shift: str = Field(min_length=1, description="shift name, e.g. 'heavy snow'; one output config per shift")
     path: str = Field(min_length=1, description="LoRA slider .safetensors (from `shiftforge train-slider`)")
     class_name: str | None = Field(default=None, description="class this slider was trained for; none = any")
+    train: SliderTrainingSettings | None = Field(
+        default=None, description="train the slider into `path` before generation (needs class_name)"
+    )
 
 
 class NuisanceParams(DiffusionParams):
@@ -68,7 +88,16 @@ class NuisanceParams(DiffusionParams):
     def _sliders_consistent(self) -> NuisanceParams:
         seen: dict[tuple[str, str | None], int] = {}
         configs: dict[str, str] = {}
+        trained: dict[str, int] = {}
         for j, slider in enumerate(self.sliders):
+            if slider.train is not None:
+                if slider.class_name is None:
+                    raise ValueError(f"sliders[{j}].train needs class_name: a slider is trained for one class")
+                if slider.path in trained:
+                    raise ValueError(
+                        f"sliders[{j}].path {slider.path!r} is also trained by sliders[{trained[slider.path]}]"
+                    )
+                trained[slider.path] = j
             pair = (slider.shift, slider.class_name)
             if pair in seen:
                 raise ValueError(
@@ -103,7 +132,7 @@ class NuisanceStage(Stage):
 
     def __init__(self, params: NuisanceParams):
         super().__init__(params)
-        self._adapters: dict[str, str] = {}  # slider path -> adapter name in this process's UNet
+        self._adapters: dict[str, str] = {}  # slider sha256 -> adapter name in this process's UNet
 
     @property
     def resources(self) -> dict[str, float]:  # type: ignore[override]
@@ -154,15 +183,75 @@ class NuisanceStage(Stage):
         except (OSError, ValueError) as exc:
             raise ValueError(f"nuisance.model: {exc}") from None
         for j, spec in enumerate(p.sliders):
+            key = f"slider/{shift_config(spec.shift)}/{spec.class_name or '*'}/{Path(spec.path).name}"
+            if spec.train is not None and not Path(spec.path).expanduser().exists():
+                hashes[key] = "untrained"  # a build trains it before planning, so only `plan` sees this
+                continue
             try:
                 slider = read_slider(spec.path)
                 check_slider_base(slider, base, p.model)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"nuisance.sliders[{j}].path: {exc}") from None
-            hashes[f"slider/{shift_config(spec.shift)}/{spec.class_name or '*'}/{slider.path.name}"] = (
-                slider.sha256
-            )
+            hashes[key] = slider.sha256
         return hashes
+
+    def preparations(self) -> list[Preparation]:
+        """One slider training per slider entry with `train:`."""
+        from stages.generative.sliders import slider_record, train_slider_file
+
+        preparations = []
+        for spec in self.params.sliders:
+            if spec.train is None:
+                continue
+            config = self.training_config(spec)
+            fingerprint = self.training_fingerprint(config)
+            preparations.append(
+                Preparation(
+                    id=f"nuisance/slider/{shift_config(spec.shift)}/{shift_config(spec.class_name or '')}",
+                    output=spec.path,
+                    fingerprint=fingerprint,
+                    run=functools.partial(train_slider_file, config, fingerprint),
+                    record=functools.partial(slider_record, spec.path),
+                    resources=gpu_resources(self.params.device),
+                )
+            )
+        return preparations
+
+    def training_config(self, spec: SliderSpec) -> dict[str, Any]:
+        """SliderTrainingConfig fields for a slider entry: the stage's model and
+        prompt, with the class's prompt text where generation uses it."""
+        p = self.params
+        text = p.class_prompts.get(spec.class_name, spec.class_name)
+        fill = lambda template: template.replace("{class}", text)  # noqa: E731
+        settings = spec.train.model_dump()
+        path = Path(spec.path)
+        return {
+            **settings,
+            "model": p.model,
+            "revision": p.revision,
+            "class_name": spec.class_name,
+            "shift": spec.shift,
+            "out_dir": str(path.parent),
+            "file_name": path.name,
+            "device": p.device,
+            "target_prompt": fill(p.prompt),
+            "positive_prompt": fill(settings["positive_prompt"]),
+            "unconditional_prompt": fill(settings["unconditional_prompt"]),
+        }
+
+    def training_fingerprint(self, config: dict[str, Any]) -> str:
+        """Digest of what a trained slider depends on: base weights, class, shift,
+        prompts, settings; not where it is written nor the device it trains on."""
+        from stages.generative.models import model_weight_hashes
+
+        try:
+            weights = sorted(model_weight_hashes(self.params.model, self.params.revision).values())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"nuisance.model: {exc}") from None
+        ignored = {"model", "revision", "out_dir", "file_name", "device"}
+        inputs = {k: v for k, v in config.items() if k not in ignored}
+        payload = {"schema": TRAINING_SCHEMA, "base_weights": weights, **inputs}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def slider_for(self, shift: str, class_name: str | None) -> SliderSpec | None:
         by_class = {s.class_name: s for s in self.params.sliders if s.shift == shift}
@@ -288,13 +377,14 @@ class NuisanceStage(Stage):
         from stages.generative.models import unet_weight_sha256
         from stages.generative.sliders import check_slider_base, ensure_slider_loaded, read_slider
 
-        if slider.path not in self._adapters:
-            loaded = read_slider(slider.path)
+        # keyed by content: a slider retrained at the same path is a new adapter
+        loaded = read_slider(slider.path)
+        if loaded.sha256 not in self._adapters:
             check_slider_base(
                 loaded, unet_weight_sha256(self.params.model, self.params.revision), self.params.model
             )
-            self._adapters[slider.path] = ensure_slider_loaded(model, loaded)
-        return self._adapters[slider.path]
+            self._adapters[loaded.sha256] = ensure_slider_loaded(model, loaded)
+        return self._adapters[loaded.sha256]
 
     def _slider_sha(self, slider: SliderSpec) -> str:
         from stages.generative.sliders import read_slider

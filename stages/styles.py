@@ -5,11 +5,15 @@ handmake, tattoo (REFERENCE §4).
 objects in the image; `backend: procedural` needs no model (edge sketch,
 bilateral cartoon, stylised painting, snow from the corruption family,
 embossed clay, ink tattoo). Either way the output has the source's exact
-size, so COCO boxes in the sample's meta stay valid. One variant per domain.
+size, so COCO boxes in the sample's meta stay valid. One variant per domain;
+with a COCO-format source the build also writes
+`annotations/<domain>/instances.json` (COCO-O layout).
 """
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from typing import Any, Literal
 
 import numpy as np
@@ -67,6 +71,7 @@ class StylesStage(Stage):
     name = "styles"
     version = "1"
     Params = StylesParams
+    grid_fields = ("domains",)  # dropping a domain leaves the others' shards as they are
 
     @property
     def resources(self) -> dict[str, float]:  # type: ignore[override]
@@ -93,6 +98,22 @@ class StylesStage(Stage):
             return model_weight_hashes(self.params.model, self.params.revision)
         except (OSError, ValueError) as exc:
             raise ValueError(f"styles.model: {exc}") from None
+
+    def release_files(self, rows: list[dict[str, Any]], source: Any, image_ext: str) -> dict[str, bytes]:
+        """One COCO instances json per domain when the source can write one; file
+        names are the shard members `<key>.<image_ext>`, boxes the source's."""
+        instances = getattr(source, "coco_instances", None)
+        if instances is None:
+            return {}
+        by_domain: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_domain[row["config"]].append(row)
+        return {
+            f"annotations/{domain}/instances.json": (
+                json.dumps(instances(domain_rows, image_ext), sort_keys=True) + "\n"
+            ).encode()
+            for domain, domain_rows in sorted(by_domain.items())
+        }
 
     def apply(self, batch: Batch, variant: Variant) -> Batch:
         domain = variant.params["domain"]

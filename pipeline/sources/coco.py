@@ -4,8 +4,8 @@ One item per image entry, in image-id order; the key is the file stem
 (cleaned), the sha256 that of the file's bytes. `load` decodes the pixels and
 puts the image record and its annotations (bbox [x, y, w, h], category id and
 name, area, iscrowd) in the sample's meta, so a stage that keeps the image
-size keeps every box valid. `domain_annotations` writes the COCO json of a
-built config back out (COCO-O layout: one instances file per domain).
+size keeps every box valid. `coco_instances` turns the rows of a built config
+back into a COCO json (COCO-O layout: one instances file per domain).
 """
 
 from __future__ import annotations
@@ -102,6 +102,10 @@ class CocoSource(Source):
             meta["notes"] = notes
         return Loaded(image=image, meta=meta)
 
+    def coco_instances(self, rows: list[dict[str, Any]], extension: str) -> dict[str, Any]:
+        """The COCO instances json of one built config, with this source's categories."""
+        return domain_annotations(rows, self.dataset["categories"], extension)
+
 
 def domain_annotations(
     rows: list[dict[str, Any]], categories: list[dict[str, Any]], extension: str = "png"
@@ -127,25 +131,6 @@ def domain_annotations(
                 {k: ann[k] for k in ANNOTATION_FIELDS if k in ann} | {"image_id": meta["image_id"]}
             )
     return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def write_domain_annotations(
-    release_dir: str | Path, annotations: str | Path, stage: str = "styles"
-) -> list[Path]:
-    """`<release>/annotations/<config>/instances.json` for every config of `stage`."""
-    import pyarrow.parquet as pq
-
-    release_dir = Path(release_dir)
-    categories = json.loads(Path(annotations).read_text(encoding="utf-8"))["categories"]
-    rows = pq.read_table(release_dir / "samples.parquet").to_pylist()
-    written = []
-    for config in sorted({r["config"] for r in rows if r["stage"] == stage}):
-        doc = domain_annotations([r for r in rows if r["config"] == config], categories)
-        out = release_dir / "annotations" / config / "instances.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(doc, sort_keys=True) + "\n")
-        written.append(out)
-    return written
 
 
 SOURCE = CocoSource

@@ -9,6 +9,9 @@ from pathlib import Path
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from stages.generative.spec import SliderTrainingSettings
+
+    d = SliderTrainingSettings()
     p = sub.add_parser(
         "train-slider",
         help="train a LoRA slider (Concept Sliders objective) for a class and a shift",
@@ -23,18 +26,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class", dest="class_name", required=True, help="class name, e.g. 'goldfish'")
     p.add_argument("--shift", required=True, help="shift text, e.g. 'heavy snow'")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--steps", type=int, default=400, help="optimisation steps")
-    p.add_argument("--rank", type=int, default=4, help="LoRA rank")
-    p.add_argument("--alpha", type=float, default=1.0, help="LoRA alpha")
-    p.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
-    p.add_argument("--eta", type=float, default=4.0, help="guidance eta of the slider target")
-    p.add_argument("--resolution", type=int, default=512, help="training resolution in px")
-    p.add_argument("--batch-size", type=int, default=16, help="latents per step")
-    p.add_argument("--denoise-steps", type=int, default=50, help="schedule length used to reach x_t")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps")
+    p.add_argument("--rank", type=int, default=d.rank, help="LoRA rank")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="LoRA alpha")
+    p.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
+    p.add_argument("--eta", type=float, default=d.eta, help="guidance eta of the slider target")
+    p.add_argument("--resolution", type=int, default=d.resolution, help="training resolution in px")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="latents per step")
+    p.add_argument("--denoise-steps", type=int, default=d.denoise_steps, help="schedule length used to reach x_t")
     p.add_argument("--prompt", default="a picture of a {class}", help="target/neutral prompt template")
-    p.add_argument("--positive", default="{class}, in {shift}", help="positive prompt template")
-    p.add_argument("--unconditional", default="", help="unconditional prompt template")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw of the training")
+    p.add_argument("--positive", default=d.positive_prompt, help="positive prompt template")
+    p.add_argument("--unconditional", default=d.unconditional_prompt, help="unconditional prompt template")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of every random draw of the training")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
     p.set_defaults(func=run_train_slider)
 

@@ -31,11 +31,12 @@ import torch
 from stages.generative.models import DiffusionModel, load_fresh_model, model_weight_hashes, unet_weight_sha256
 from stages.generative.sampling import EvalCounter, denoise_step, encode_prompts
 from stages.generative.sliders import LoraOff
-from stages.generative.spec import resolve_device
+from stages.generative.spec import SliderTrainingSettings, resolve_device
 
 ADAPTER = "slider"
 SCHEMA = "shiftforge.slider/1"
 _BLOCKS = ("down_blocks", "mid_block", "up_blocks")
+_DEFAULTS = SliderTrainingSettings()
 
 
 @dataclass(frozen=True)
@@ -45,21 +46,22 @@ class SliderTrainingConfig:
     shift: str
     out_dir: Path
     revision: str | None = None
-    steps: int = 400
-    rank: int = 4
-    alpha: float = 1.0
-    lr: float = 2e-4
-    eta: float = 4.0
-    resolution: int = 512
-    batch_size: int = 16
-    denoise_steps: int = 50
-    sample_guidance: float = 3.0
+    steps: int = _DEFAULTS.steps
+    rank: int = _DEFAULTS.rank
+    alpha: float = _DEFAULTS.alpha
+    lr: float = _DEFAULTS.lr
+    eta: float = _DEFAULTS.eta
+    resolution: int = _DEFAULTS.resolution
+    batch_size: int = _DEFAULTS.batch_size
+    denoise_steps: int = _DEFAULTS.denoise_steps
+    sample_guidance: float = _DEFAULTS.sample_guidance
     target_prompt: str = "a picture of a {class}"
-    positive_prompt: str = "{class}, in {shift}"
-    unconditional_prompt: str = ""
-    seed: int = 0
+    positive_prompt: str = _DEFAULTS.positive_prompt
+    unconditional_prompt: str = _DEFAULTS.unconditional_prompt
+    seed: int = _DEFAULTS.seed
     device: str = "auto"
     probe_size: int = 4
+    file_name: str | None = None  # default: slider_file_name(class_name, shift)
 
     def prompts(self) -> dict[str, str]:
         fill = lambda text: text.replace("{class}", self.class_name).replace("{shift}", self.shift)
@@ -71,6 +73,9 @@ class SliderTrainingConfig:
             "unconditional": fill(self.unconditional_prompt),
             "empty": "",
         }
+
+    def output_path(self) -> Path:
+        return Path(self.out_dir) / (self.file_name or slider_file_name(self.class_name, self.shift))
 
 
 @dataclass
@@ -132,7 +137,9 @@ def save_slider(unet: Any, config: Any, path: Path, provenance: dict[str, Any]) 
     os.replace(partial, path)
     sha = file_sha256(path)
     sidecar = path.with_suffix(".json")
-    sidecar.write_text(json.dumps({**provenance, "adapter_sha256": sha}, indent=2, sort_keys=True) + "\n")
+    partial = sidecar.with_name(sidecar.name + ".partial")
+    partial.write_text(json.dumps({**provenance, "adapter_sha256": sha}, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, sidecar)
     return sha
 
 
@@ -184,8 +191,11 @@ def probe_loss(
 
 
 def train_slider(
-    cfg: SliderTrainingConfig, on_step: Callable[[int, float], None] | None = None
+    cfg: SliderTrainingConfig,
+    on_step: Callable[[int, float], None] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> SliderTrainingResult:
+    """Train, then save the slider and its training provenance (plus `record`)."""
     started = time.perf_counter()
     device, dtype = resolve_device(cfg.device, "float32")  # LoRA training runs in float32
     model = load_fresh_model(cfg.model, cfg.revision, device, dtype)
@@ -213,8 +223,8 @@ def train_slider(
     after = probe_loss(model, probes, embeds, cfg.eta)
     provenance = training_provenance(
         cfg, model, prompts, losses, (before, after), len(trainable), time.perf_counter() - started
-    )
-    path = Path(cfg.out_dir) / slider_file_name(cfg.class_name, cfg.shift)
+    ) | (record or {})
+    path = cfg.output_path()
     sha = save_slider(model.unet, config, path, provenance)
     return SliderTrainingResult(path=path, provenance={**provenance, "adapter_sha256": sha}, losses=losses)
 

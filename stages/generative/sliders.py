@@ -44,6 +44,38 @@ def read_slider(path: str | Path) -> SliderFile:
     return SliderFile(path=path, sha256=file_sha256(path), training=training)
 
 
+def slider_record(path: str | Path) -> dict[str, Any] | None:
+    """What a slider file says about itself: its sha256, the fingerprint of the
+    training that made it (when a build trained it) and its training provenance.
+    None when the file is missing or its provenance describes another file
+    (e.g. a run killed between writing the two)."""
+    try:
+        slider = read_slider(path)
+    except (OSError, ValueError):
+        return None
+    if slider.training.get("adapter_sha256") != slider.sha256:
+        return None
+    return {
+        "path": str(path),
+        "sha256": slider.sha256,
+        "fingerprint": slider.training.get("training_fingerprint"),
+        "training": slider.training,
+    }
+
+
+def train_slider_file(config: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    """Train the slider `config` (SliderTrainingConfig fields) describes and
+    record `fingerprint` in its provenance; returns its `slider_record`."""
+    from stages.generative.slider_training import SliderTrainingConfig, train_slider
+
+    cfg = SliderTrainingConfig(**config)
+    train_slider(cfg, record={"training_fingerprint": fingerprint})
+    record = slider_record(cfg.output_path())
+    if record is None:
+        raise RuntimeError(f"slider {str(cfg.output_path())!r}: training finished but the file is unreadable")
+    return record
+
+
 def check_slider_base(slider: SliderFile, unet_sha256: str, model: str) -> None:
     """A slider trained on another base model steers noise it never saw."""
     expected = slider.base_unet_sha256

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stages.base import StageParams
 
@@ -46,6 +46,26 @@ class DiffusionParams(StageParams):
         if not value.strip():
             raise ValueError("model must name a local diffusers folder or a cached HF repo id")
         return value
+
+
+class SliderTrainingSettings(BaseModel):
+    """How a slider is trained (Concept Sliders objective; CNS-Bench defaults):
+    the `train:` entry of a manifest slider and the defaults of `train-slider`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(default=400, ge=1, description="optimisation steps")
+    rank: int = Field(default=4, ge=1, description="LoRA rank")
+    alpha: float = Field(default=1.0, gt=0, description="LoRA alpha")
+    lr: float = Field(default=2e-4, gt=0, description="AdamW learning rate")
+    eta: float = Field(default=4.0, description="guidance eta of the slider target")
+    resolution: int = Field(default=512, ge=8, le=4096, description="training resolution in px")
+    batch_size: int = Field(default=16, ge=1, description="latents per step")
+    denoise_steps: int = Field(default=50, ge=2, description="schedule length used to reach x_t")
+    sample_guidance: float = Field(default=3.0, ge=0, description="CFG while sampling x_t")
+    positive_prompt: str = Field(default="{class}, in {shift}", description="template: {class}, {shift}")
+    unconditional_prompt: str = Field(default="", description="template: {class}, {shift}")
+    seed: int = Field(default=0, ge=0, description="seed of every random draw of the training")
 
 
 def resolve_device(device: str, dtype: str) -> tuple[str, str]:

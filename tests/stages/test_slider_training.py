@@ -116,3 +116,139 @@ def test_missing_model_is_a_usage_error(tmp_path, capsys):
     )
     assert code == 2
     assert "train-slider --model" in capsys.readouterr().err
+
+
+# --- sliders trained by a build: one Dask task per slider, before planning ------------------------
+
+TRAIN = {"batch_size": 1, "resolution": 32, "denoise_steps": 2, "lr": 0.01}
+SLIDER_ID = "nuisance/slider/heavy_snow/goldfish"
+
+
+def slider_release(path: Path, steps: int):
+    from pipeline.manifest import parse_release
+
+    return parse_release(
+        {
+            "name": "cns-train-tiny",
+            "version": "0.0.1",
+            "seed": 5,
+            "source": {"kind": "prompts", "classes": ["goldfish"], "seeds": [0]},
+            "shifts": [
+                {
+                    "stage": "nuisance",
+                    "model": str(tiny_pipeline_dir()),
+                    "device": "cpu",
+                    "steps": 2,
+                    "scales": [0.0, 2.0],
+                    "sliders": [
+                        {
+                            "shift": "heavy snow",
+                            "class_name": "goldfish",
+                            "path": str(path),
+                            "train": {"steps": steps, **TRAIN},
+                        }
+                    ],
+                }
+            ],
+            "output": {"samples_per_shard": 2},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """One single-process-worker cluster shared by the builds below (as a remote scheduler would be)."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_build_trains_the_slider_once_and_retrains_when_settings_change(tmp_path, scheduler):
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from pipeline.build import build_release
+
+    slider = tmp_path / "sliders" / "goldfish-snow.safetensors"
+    out = tmp_path / "release"
+    events: list[str] = []
+    first = build_release(slider_release(slider, 2), out, scheduler=scheduler, on_event=events.append)
+    assert first.prepared == [SLIDER_ID] and f"prepared {SLIDER_ID} -> {slider}" in events
+    assert first.counts == {"total": 2, "ok": 2, "rejected": 0, "error": 0}
+    sha = hashlib.sha256(slider.read_bytes()).hexdigest()
+    training = json.loads(slider.with_suffix(".json").read_text())
+    assert training["settings"]["steps"] == 2 and training["adapter_sha256"] == sha
+    assert training["prompts"]["positive"] == "goldfish, in heavy snow"
+    shifts = [json.loads(r["shift"]) for r in pq.read_table(out / "samples.parquet").to_pylist()]
+    assert {s["slider_sha256"] for s in shifts} == {sha}  # the trajectories used the trained slider
+    prov = json.loads((out / "provenance.json").read_text())
+    [prepared] = prov["preparations"]
+    assert (prepared["id"], prepared["output"], prepared["sha256"]) == (SLIDER_ID, str(slider), sha)
+    assert prepared["fingerprint"] == training["training_fingerprint"]
+    assert prepared["training"]["base_model"]["unet_sha256"] == training["base_model"]["unet_sha256"]
+    assert prov["stages"][0]["weights"]["slider/heavy_snow/goldfish/goldfish-snow.safetensors"] == sha
+
+    mtime = slider.stat().st_mtime_ns
+    again = build_release(slider_release(slider, 2), out, scheduler=scheduler)
+    assert (again.prepared, again.built, again.skipped) == ([], 0, 1)
+    assert slider.stat().st_mtime_ns == mtime and hashlib.sha256(slider.read_bytes()).hexdigest() == sha
+
+    longer = build_release(slider_release(slider, 3), out, scheduler=scheduler)
+    assert longer.prepared == [SLIDER_ID] and longer.built == 1  # a new slider: its shards rebuild
+    assert json.loads(slider.with_suffix(".json").read_text())["settings"]["steps"] == 3
+    new_sha = hashlib.sha256(slider.read_bytes()).hexdigest()
+    assert new_sha != sha
+    assert json.loads((out / "provenance.json").read_text())["preparations"][0]["sha256"] == new_sha
+
+
+def test_preparation_fingerprint_follows_the_training_inputs(tmp_path):
+    from stages.nuisance import NuisanceStage
+
+    def preparation(path, steps):
+        [prep] = NuisanceStage(slider_release(path, steps).shifts[0]).preparations()
+        return prep
+
+    base = preparation(tmp_path / "a.safetensors", 2)
+    assert base.id == SLIDER_ID and base.resources == {} and not base.is_current()
+    assert preparation(tmp_path / "elsewhere" / "a.safetensors", 2).fingerprint == base.fingerprint
+    assert preparation(tmp_path / "a.safetensors", 3).fingerprint != base.fingerprint
+    # a slider that a build would train does not stop `plan` before it exists
+    stage = NuisanceStage(slider_release(tmp_path / "a.safetensors", 2).shifts[0])
+    assert stage.weight_hashes()["slider/heavy_snow/goldfish/a.safetensors"] == "untrained"
+
+
+def test_training_needs_a_class(tmp_path):
+    from pydantic import ValidationError
+
+    from stages.nuisance import NuisanceParams
+
+    with pytest.raises(ValidationError, match=r"sliders\[0\].train needs class_name"):
+        NuisanceParams(
+            stage="nuisance",
+            model=str(tmp_path),
+            sliders=[{"shift": "fog", "path": "fog.safetensors", "train": {"steps": 1}}],
+        )
+
+
+def test_failed_preparation_names_itself_and_bad_model_is_bad_input(tmp_path, scheduler):
+    import functools
+
+    from dask.distributed import Client
+
+    from pipeline.manifest import ManifestError
+    from pipeline.preparations import PreparationError, release_preparations, run_preparations
+    from stages.base import Preparation
+
+    broken = Preparation(
+        id="test/broken", output=str(tmp_path / "x.bin"), fingerprint="f" * 64,
+        run=functools.partial(int, "not a number"), record=lambda: None,
+    )
+    with Client(scheduler, set_as_default=False) as client:
+        with pytest.raises(PreparationError, match=r"preparation test/broken .* failed: ValueError"):
+            run_preparations(lambda: client, [broken], lambda msg: None)
+    release = slider_release(tmp_path / "a.safetensors", 2)
+    shifts = [release.shifts[0].model_copy(update={"model": str(tmp_path / "absent")})]
+    with pytest.raises(ManifestError, match=r"shifts.0 \(nuisance\): nuisance.model: .*not a local folder"):
+        release_preparations(release.model_copy(update={"shifts": shifts}))

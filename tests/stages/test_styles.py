@@ -170,26 +170,59 @@ def test_diffusion_backend_needs_a_model():
         StylesParams(stage="styles")
 
 
-def test_build_release_end_to_end_with_coco_export(coco, tmp_path):
+def test_build_writes_coco_annotations_per_domain(coco, tmp_path):
+    """Beside the shards: annotations/<domain>/instances.json with the source's boxes,
+    listed in provenance (so publish uploads them) and removed with their domain."""
+    import hashlib
+
+    import webdataset as wds
+
     from pipeline.build import build_release
     from pipeline.manifest import parse_release
-    from pipeline.sources.coco import write_domain_annotations
+    from pipeline.publish import collect_release_files
 
-    release = parse_release(
-        {
-            "name": "coco-o-tiny",
-            "version": "0.0.1",
-            "source": {"kind": "coco", "images": coco.spec.images, "annotations": coco.spec.annotations},
-            "shifts": [{"stage": "styles", "backend": "procedural", "domains": ["sketch", "weather"]}],
-        }
-    )
-    result = build_release(release, tmp_path, workers=1)
+    def release(domains):
+        return parse_release(
+            {
+                "name": "coco-o-tiny",
+                "version": "0.0.1",
+                "source": {"kind": "coco", "images": coco.spec.images, "annotations": coco.spec.annotations},
+                "shifts": [{"stage": "styles", "backend": "procedural", "domains": domains}],
+            }
+        )
+
+    result = build_release(release(["sketch", "weather"]), tmp_path, workers=1)
     assert result.counts == {"total": 4, "ok": 4, "rejected": 0, "error": 0}
-    written = write_domain_annotations(tmp_path, coco.spec.annotations)
-    assert [p.relative_to(tmp_path).as_posix() for p in written] == [
+    source = coco.dataset
+    boxes = {a["image_id"]: a["bbox"] for a in source["annotations"]}
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert [f["path"] for f in prov["files"]] == [
         "annotations/sketch/instances.json",
         "annotations/weather/instances.json",
     ]
-    doc = json.loads(written[0].read_text())
-    assert sorted(im["file_name"] for im in doc["images"]) == ["000000000139.png", "000000000285.png"]
-    assert len(doc["annotations"]) == 2
+    for entry in prov["files"]:
+        raw = (tmp_path / entry["path"]).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(raw).hexdigest() and entry["stage"] == "styles"
+        doc = json.loads(raw)
+        assert doc["categories"] == source["categories"]
+        assert sorted((im["id"], im["file_name"], im["width"], im["height"]) for im in doc["images"]) == [
+            (139, "000000000139.png", 64, 48),
+            (285, "000000000285.png", 56, 40),
+        ]
+        assert {a["image_id"]: a["bbox"] for a in doc["annotations"]} == boxes
+    # the file names are the shard members, and the images there have the annotated size
+    tars = sorted(str(p) for p in (tmp_path / "data" / "sketch").glob("*.tar"))
+    members = {s["__key__"]: s["png"].shape for s in wds.WebDataset(tars, shardshuffle=False).decode("rgb8")}
+    assert members == {"000000000139": (48, 64, 3), "000000000285": (40, 56, 3)}
+    _, files = collect_release_files(tmp_path)
+    assert {"annotations/sketch/instances.json", "annotations/weather/instances.json"} <= {f.path for f in files}
+
+    fewer = build_release(release(["sketch"]), tmp_path, workers=1)
+    assert (fewer.built, fewer.skipped, fewer.removed) == (0, 1, ["weather/test-00000"])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "annotations").rglob("*")) == [
+        "annotations/sketch",
+        "annotations/sketch/instances.json",
+    ]
+    assert [f["path"] for f in json.loads((tmp_path / "provenance.json").read_text())["files"]] == [
+        "annotations/sketch/instances.json"
+    ]
