@@ -8,6 +8,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image, ImageDraw, ImageFont
 
@@ -29,6 +30,18 @@ def _read_config(out: Path, shards: list[str], wanted: set[str] | None) -> dict[
     return found
 
 
+def _first_sources(out: Path, configs: list[str], rows: int) -> list[str]:
+    """The first `rows` source keys, in source order (samples.parquet keeps it), that
+    have an ok sample in every selected config where possible."""
+    table = pq.read_table(out / "samples.parquet", columns=["source_key", "config", "status"]).to_pylist()
+    ok: dict[str, set[str]] = defaultdict(set)
+    for row in table:
+        if row["status"] == "ok" and row["config"] in configs:
+            ok[row["source_key"]].add(row["config"])
+    ranked = sorted(ok, key=lambda k: -len(ok[k]))  # stable: source order among equally complete
+    return ranked[:rows]
+
+
 def _label_font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
@@ -44,15 +57,11 @@ def contact_sheet(out: str | Path, dest: str | Path, rows: int = 6, configs: str
     selected = selected[:max_columns]
     if not selected:
         raise ValueError(f"no config with shards matches {configs!r} in {out}")
+    order = _first_sources(out, selected, rows)
     grid: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    order: list[str] = []
     for config in selected:
-        found = _read_config(out, prov["configs"][config]["shards"], set(order) if len(order) >= rows else None)
-        for source_key, (image, _) in sorted(found.items()):
-            if source_key not in order and len(order) < rows:
-                order.append(source_key)
-            if source_key in order:
-                grid[source_key][config] = image
+        for source_key, (image, _) in _read_config(out, prov["configs"][config]["shards"], set(order)).items():
+            grid[source_key][config] = image
     clean = _clean_images(prov, set(order))
     if clean:
         for source_key, image in clean.items():
@@ -83,7 +92,7 @@ def _clean_images(prov: dict, wanted: set[str]) -> dict[str, np.ndarray]:
 
 
 def _draw(grid: dict, order: list[str], configs: list[str], dest: Path, tile: int) -> Path:
-    label_w, header_h, pad = 150, 34, 4
+    label_w, header_h, pad = 150, 46, 4
     width = label_w + len(configs) * (tile + pad)
     height = header_h + len(order) * (tile + pad)
     sheet = Image.new("RGB", (width, height), "white")
@@ -92,8 +101,10 @@ def _draw(grid: dict, order: list[str], configs: list[str], dest: Path, tile: in
     for c, config in enumerate(configs):
         x = label_w + c * (tile + pad)
         name, _, level = config.rpartition("-")
-        draw.text((x + 2, 2), (name or config)[:18], fill="black", font=font)
-        draw.text((x + 2, 16), level if name else "", fill="gray", font=font)
+        name = name or config
+        draw.text((x + 2, 2), name[:18], fill="black", font=font)
+        draw.text((x + 2, 15), name[18:36], fill="black", font=font)
+        draw.text((x + 2, 29), level if name != config else "", fill="gray", font=font)
     for r, source_key in enumerate(order):
         y = header_h + r * (tile + pad)
         draw.text((4, y + tile // 2 - 6), source_key[:22], fill="black", font=font)
