@@ -37,3 +37,14 @@ def write_manifest(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared CPU run many times faster without thread contention."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,6 +19,8 @@ from stages.adversarial.attacks import quantise_within_budget  # noqa: E402
 from stages.adversarial.transfer import transfer_summary  # noqa: E402
 from stages.base import Batch  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 LABELS = ["circle", "square", "triangle"]
 PREP = {"input_size": (32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "labels": LABELS}
 
@@ -66,15 +68,6 @@ def train(model: torch.nn.Module, seed: int, images: np.ndarray, classes: np.nda
             torch.nn.functional.cross_entropy(forward(x[idx]), y[idx]).backward()
             optimiser.step()
     return model.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # a shared 2-core machine: one thread is faster than oversubscribed ones
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

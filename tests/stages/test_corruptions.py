@@ -19,7 +19,7 @@ import skimage.color
 import skimage.data
 from PIL import Image
 from pydantic import ValidationError
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from stages import get_stage
 from stages.base import Batch
@@ -144,6 +144,75 @@ def test_gaussian_noise_std_and_shot_noise_variance():
     impulse = ops.impulse_noise(grey, 0.2, rng)
     assert (impulse == 1).mean() == pytest.approx(0.1, abs=0.01)
     assert (impulse == 0).mean() == pytest.approx(0.1, abs=0.01)
+
+
+def test_poisson_level_tables_hold_the_poisson_probabilities():
+    from stages.corruptions.poisson import UNIFORM_BITS, level_table
+
+    for lam in (5, 60, 300):
+        table = level_table(lam)
+        for v in (0, 1, 128, 255):
+            start = table.starts[v]
+            end = table.starts[v + 1] if v < 255 else len(table.thresholds)
+            row = table.thresholds[start:end].astype(np.float64) / 2.0**UNIFORM_BITS
+            assert row[-1] == 1.0 and (np.diff(row) >= 0).all()
+            pmf = stats.poisson.pmf(np.arange(len(row)), lam * v / 255)
+            # float64 accuracy of the CDF, down to the uniform's resolution
+            assert (np.abs(np.diff(row, prepend=0.0) - pmf) <= 1e-12 * pmf + 2.0**-52).all()
+
+
+def test_poisson_levels_match_a_plain_inverse_cdf_search_on_the_same_draws():
+    from stages.corruptions.poisson import GUIDE_BITS, UNIFORM_BITS, level_table, poisson_levels
+
+    levels = np.random.default_rng(1).integers(0, 256, size=300_000).astype(np.uint8)
+    table = level_table(300)
+    drawn = poisson_levels(levels, 300, np.random.default_rng(2))
+    # the same uniforms: 12-bit cells for all, the 41 low bits only where the cell holds a threshold
+    rng = np.random.default_rng(2)
+    cells = rng.integers(0, 1 << GUIDE_BITS, size=levels.size, dtype=np.uint16)
+    unsure = table.guide[(levels.astype(np.intp) << GUIDE_BITS) | cells] >= 0x8000
+    low = np.zeros(levels.size, np.uint64)
+    low[unsure] = rng.integers(0, 1 << (UNIFORM_BITS - GUIDE_BITS), size=unsure.sum(), dtype=np.uint64)
+    r = (cells.astype(np.uint64) << np.uint64(UNIFORM_BITS - GUIDE_BITS)) | low
+    assert (cells == 4095).sum() > 20 and unsure.mean() > 0.005  # the crowded tail cell is exercised
+    queries = r + (levels.astype(np.uint64) << np.uint64(UNIFORM_BITS))
+    expected = np.searchsorted(table.keys, queries, side="right") - table.starts[levels]
+    np.testing.assert_array_equal(drawn, expected)
+
+
+@pytest.mark.parametrize("lam, v", [(60, 128), (300, 200), (5, 255), (25, 3)])
+def test_shot_noise_on_8bit_images_is_poisson_per_grey_level(lam, v):
+    n = 40_000
+    x = np.full((200, n // 200, 1), v, np.uint8) * np.float32(1 / 255)
+    counts = np.rint(ops.shot_noise(x, lam, np.random.default_rng(v)) * lam).astype(int).ravel()
+    mean = lam * v / 255
+    unclipped = counts < lam  # shot_noise clips k/λ at 1
+    if stats.poisson.sf(lam - 1, mean) < 1e-6:
+        assert counts.mean() == pytest.approx(mean, abs=4 * np.sqrt(mean / n))
+        assert counts.var() == pytest.approx(mean, rel=0.05)
+    observed = np.bincount(counts[unclipped], minlength=lam)[:lam]
+    expected = stats.poisson.pmf(np.arange(lam), mean) * n
+    bins = expected >= 5  # pool sparse tails into one bin for the chi-square test
+    observed = np.append(observed[bins], n - observed[bins].sum())
+    expected = np.append(expected[bins], n - expected[bins].sum())
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_shot_noise_falls_back_to_numpy_for_unquantised_or_huge_lambda():
+    off_grid = np.full((100, 100, 1), 0.5002, np.float32)  # not v/255 for any v
+    out = ops.shot_noise(off_grid, 60, np.random.default_rng(0))
+    expected = (np.random.default_rng(0).poisson(off_grid * 60) / 60).astype(np.float32)
+    np.testing.assert_array_equal(out, np.clip(expected, 0, 1))
+    huge = ops.shot_noise(np.full((50, 50, 1), 0.5, np.float32), 1e5, np.random.default_rng(0))
+    assert huge.mean() == pytest.approx(0.5, abs=1e-3) and huge.var() == pytest.approx(0.5 / 1e5, rel=0.1)
+
+
+def test_shot_noise_pixels_equal_the_float_path_and_are_deterministic(image):
+    float_path = ops.to_uint8(ops.shot_noise(image * np.float32(1 / 255), 25, np.random.default_rng(7)))
+    pixel_path = ops.shot_noise_pixels(image, 25, np.random.default_rng(7))
+    np.testing.assert_array_equal(pixel_path, float_path)
+    np.testing.assert_array_equal(ops.shot_noise_pixels(image, 25, np.random.default_rng(7)), pixel_path)
+    assert (ops.shot_noise_pixels(image, 25, np.random.default_rng(8)) != pixel_path).mean() > 0.5
 
 
 def test_motion_blur_streaks_a_point_along_the_angle():

@@ -8,6 +8,7 @@ from PIL import Image, ImageEnhance
 
 from pipeline.manifest import ManifestError, parse_release
 from stages.base import Batch
+from stages.corruptions import ops as common_ops
 from stages.medical import CATALOGUES, MedicalParams, MedicalStage, corrupt, prepare
 from stages.medical import ops as medical_ops
 from stages.medical.catalogue import RGB_DATASETS, SEVERITIES, level
@@ -96,6 +97,34 @@ def test_bubbles_paste_white_at_alpha_100_with_a_130_rim():
     values, counts = np.unique(out, return_counts=True)
     assert set(values.tolist()) == {60, inner, rim}
     assert 7 <= details["bubbles"] <= 9 and counts[values.tolist().index(inner)] > 7 * 9
+
+
+def test_bubble_blend_equals_pillow_paste_for_every_value():
+    ramp = np.repeat(np.arange(256, dtype=np.uint8).reshape(16, 16, 1), 3, axis=2)
+    alpha = np.zeros((16, 16), np.uint8)
+    alpha[4:8], alpha[8:12] = medical_ops.BUBBLE_ALPHA, medical_ops.BUBBLE_BORDER_ALPHA
+    pil = Image.fromarray(ramp)
+    pil.paste(Image.new("RGBA", (16, 16), (255, 255, 255, 0)).convert("RGB"), (0, 0), Image.fromarray(alpha))
+    np.testing.assert_array_equal(medical_ops._paste_white(ramp, alpha), np.asarray(pil))
+    for alpha_level in (medical_ops.BUBBLE_ALPHA, medical_ops.BUBBLE_BORDER_ALPHA):
+        every = np.full((16, 16), alpha_level, np.uint8)
+        pil = Image.fromarray(ramp)
+        pil.paste((255, 255, 255), (0, 0, 16, 16), Image.fromarray(every))
+        np.testing.assert_array_equal(medical_ops._paste_white(ramp, every), np.asarray(pil))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_and_shot_noise_on_uint8_equal_their_float_round_trips(channels):
+    dataset = "chestmnist" if channels == 1 else "dermamnist"
+    image = sample_image(channels)
+    as_float = image * np.float32(1 / 255)
+    for severity in SEVERITIES:
+        quality = level(dataset, "jpeg_compression", severity)
+        expected = common_ops.to_uint8(common_ops.jpeg(as_float, quality))
+        np.testing.assert_array_equal(corrupt(image, dataset, "jpeg_compression", severity), expected)
+        lam = level(dataset, "shot_noise", severity)
+        expected = common_ops.to_uint8(common_ops.shot_noise(as_float, lam, np.random.default_rng(severity)))
+        np.testing.assert_array_equal(corrupt(image, dataset, "shot_noise", severity, seed=severity), expected)
 
 
 def test_kernel_gaussian_blur_uses_the_torchvision_sigma_of_its_kernel_size():

@@ -14,18 +14,9 @@ from stages.generative.spec import scale_tag
 from stages.nuisance import NuisanceParams, NuisanceStage
 from tests.tiny_models import tiny_pipeline_dir, write_random_slider
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SCALES = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared CPU run many times faster without thread contention."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

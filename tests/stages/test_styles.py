@@ -15,15 +15,7 @@ from stages.base import Batch
 from stages.styles import DOMAINS, StylesParams, StylesStage
 from tests.tiny_models import tiny_pipeline_dir
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
