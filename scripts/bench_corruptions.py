@@ -127,6 +127,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    load_before = os.getloadavg()  # shared machine: figures taken under load are suspect
     reference = load_reference(args.reference_path)
     image = test_image()
     rows = measure(reference, image, args.repeats)
@@ -140,7 +141,8 @@ def main() -> None:
                   "one core (cv2.setNumThreads(1), BLAS/OpenMP threads 1, pinned to one CPU)",
         "reference": f"imagecorruptions {getattr(reference, '__version__', '1.1.2')} with import-time shims",
         "machine": {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
-                    "processor": platform.processor() or platform.machine()},
+                    "processor": platform.processor() or platform.machine(),
+                    "load_average": {"before": load_before, "after": os.getloadavg()}},
         "corruptions": rows,
         "total": {"shiftforge_s": ours, "reference_s": theirs, "speedup": theirs / ours},
         "slowest_speedup": {"corruption": slowest, "speedup": rows[slowest]["speedup"]},

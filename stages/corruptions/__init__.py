@@ -83,7 +83,7 @@ class CorruptionStage(Stage):
     """ImageNet-C corruptions; one variant per corruption × severity."""
 
     name = "corruptions"
-    version = "1"
+    version = "2"
     Params = CorruptionsParams
     grid_fields = ("corruptions", "severities")
 

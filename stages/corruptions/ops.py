@@ -14,6 +14,7 @@ import math
 import cv2
 import numpy as np
 
+from stages.corruptions.poisson import level_table, poisson_levels, poisson_levels_supported
 from stages.corruptions.textures import frost_texture, plasma_fractal
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as OpenCV's RGB2GRAY
@@ -48,8 +49,44 @@ def gaussian_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.
 
 
 def shot_noise(x: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
-    """Poisson photon noise: `lam` photons at full intensity."""
-    return _finish(rng.poisson(x * lam) / lam, x)
+    """Poisson photon noise: `lam` photons at full intensity.
+
+    8-bit images (every value v/255 up to float32 rounding) are sampled per
+    grey level from tabulated inverse CDFs, one uniform per pixel; the law is
+    the same as NumPy's sampler, which handles any other input.
+    """
+    levels = _grey_levels(x)
+    if levels is None or not poisson_levels_supported(lam):
+        return _finish(rng.poisson(x * lam) / lam, x)
+    return _finish(_photon_fractions(lam)[poisson_levels(levels, lam, rng)], x)
+
+
+def shot_noise_pixels(pixels: np.ndarray, lam: float, rng: np.random.Generator) -> np.ndarray:
+    """`shot_noise` on uint8: the same draws from `rng`, the same uint8 result as
+    `to_uint8(shot_noise(pixels / 255, ...))`, without the float image."""
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"shot_noise_pixels needs uint8 pixels, got {pixels.dtype}")
+    if not poisson_levels_supported(lam):
+        return to_uint8(shot_noise(np.multiply(pixels, np.float32(1 / 255), dtype=np.float32), lam, rng))
+    return to_uint8(_photon_fractions(lam))[poisson_levels(pixels, lam, rng)]
+
+
+def _photon_fractions(lam: float) -> np.ndarray:
+    """k/λ as float32 for every photon count k the level tables of λ can draw."""
+    return (np.arange(level_table(float(lam)).largest + 1) / lam).astype(np.float32)
+
+
+_GREY_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+def _grey_levels(x: np.ndarray) -> np.ndarray | None:
+    """uint8 v with x == v/255 to within float32 rounding (1.2e-7) everywhere, else None."""
+    if x.dtype not in (np.float32, np.float64) or x.size == 0 or x.ndim > 3:
+        return None
+    levels = cv2.convertScaleAbs(x, alpha=255.0).reshape(x.shape)  # rounds, saturates
+    if cv2.norm(_GREY_LEVELS[levels].astype(x.dtype, copy=False), x, cv2.NORM_INF) > 1.2e-7:
+        return None
+    return levels
 
 
 def impulse_noise(x: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:

@@ -118,7 +118,7 @@ def corrupt(image: np.ndarray, dataset: str = "dermamnist", name: str = "black_c
 
 class MedicalStage(Stage):
     name = "medical"
-    version = "1.0.0"
+    version = "1.1.0"  # 1.1: shot noise, stains, bubbles and characters draw in a new order
     Params = MedicalParams
 
     def variants(self) -> list[Variant]:

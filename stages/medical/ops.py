@@ -10,6 +10,7 @@ Each artefact returns the image and the details it drew, for provenance.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import cv2
@@ -25,9 +26,12 @@ def _lut(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     return cv2.LUT(x, table.astype(np.uint8)).reshape(x.shape)
 
 
-def _integers(rng: np.random.Generator, low: int, high: int) -> int:
-    """Uniform integer in [low, high] inclusive; `low` when the range is empty (tiny images)."""
-    return int(rng.integers(low, max(low, high) + 1))
+def _integers(rng: np.random.Generator, low, high, size: int | None = None):
+    """Uniform integers in [low, high] inclusive (`high` may be an array, one bound per draw);
+    `low` where the range is empty (tiny images)."""
+    if size is None and np.isscalar(high):
+        return int(rng.integers(low, max(low, high) + 1))
+    return rng.integers(low, np.maximum(low, high) + 1, size=size)
 
 
 def luma(x: np.ndarray) -> np.ndarray:
@@ -77,50 +81,70 @@ def kernel_gaussian_blur(x: np.ndarray, ksize: int) -> np.ndarray:
 # --- acquisition artefacts -------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8)
+def _blot_falloff(side: int) -> np.ndarray:
+    """1 − distance from the centre of a side×side square spanning [−1, 1]², HxWx1."""
+    coords = np.linspace(-1.0, 1.0, side, dtype=np.float32)
+    falloff = (1.0 - np.sqrt(coords[None, :] ** 2 + coords[:, None] ** 2))[..., None]
+    falloff.flags.writeable = False
+    return falloff
+
+
 def blot_masks(count: int, side: int, rng: np.random.Generator) -> np.ndarray:
     """`count` binary (0/1 uint8) ink blots, each filling about half of a side×side square.
 
     A radial falloff perturbed by smoothed noise, cut at a random level, gives
     a ragged, mostly convex stain; a few satellite drops splash around it.
     """
-    coords = np.linspace(-1.0, 1.0, side, dtype=np.float32)
-    falloff = 1.0 - np.sqrt(coords[None, :] ** 2 + coords[:, None] ** 2)
+    falloff = _blot_falloff(side)
     noise = rng.standard_normal((side, side, count), dtype=np.float32)
     noise = cv2.GaussianBlur(noise, (0, 0), side / 10).reshape(side, side, count)
-    noise /= np.maximum(noise.std(axis=(0, 1)), 1e-6)
+    # falloff + 0.18·noise/std(noise) per blot, the std from per-blot sums and
+    # sums of squares (two OpenCV passes; NumPy's std makes several)
+    flat = noise.reshape(-1, count)
+    mean = cv2.reduce(flat, 0, cv2.REDUCE_SUM, dtype=cv2.CV_64F)[0] / len(flat)
+    mean_square = cv2.reduce(flat, 0, cv2.REDUCE_SUM2, dtype=cv2.CV_64F)[0] / len(flat)
+    noise *= (0.18 / np.maximum(np.sqrt(np.maximum(mean_square - mean**2, 0)), 1e-6)).astype(np.float32)
+    noise += falloff
     cut = rng.uniform(0.05, 0.25, size=count).astype(np.float32)
-    masks = ((falloff[..., None] + 0.18 * noise) > cut).astype(np.uint8)
-    masks = np.ascontiguousarray(masks.transpose(2, 0, 1))
-    drops = rng.integers(0, side, size=(count, 3, 2))
-    for mask, centres, n in zip(masks, drops, rng.integers(0, 4, size=count)):
-        for cy, cx in centres[:n]:
-            cv2.circle(mask, (int(cx), int(cy)), max(1, side // 16), 1, thickness=-1)
+    masks = np.ascontiguousarray((noise > cut).transpose(2, 0, 1)).view(np.uint8)
+    # per blot: up to 3 drop centres (y, x) and how many of them to draw
+    drops = rng.integers(0, [side] * 6 + [4], size=(count, 7)).tolist()
+    for mask, (*centres, n) in zip(masks, drops):
+        for cy, cx in zip(centres[0:2 * n:2], centres[1:2 * n:2]):
+            cv2.circle(mask, (cx, cy), max(1, side // 16), 1, thickness=-1)
     return masks
 
 
 def stain_deposit(x: np.ndarray, max_marks: int, severity: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
     """Black ink blots: 1..max_marks masks multiplying the image by (1 − mask)."""
-    out = x.copy()
     h, w = x.shape[:2]
     side = min(STAIN_BLOT_SIDES[severity - 1], h, w)
     count = _integers(rng, 1, max_marks)
-    for mask in blot_masks(count, side, rng):
-        top, left = _integers(rng, 10, h - side - 10), _integers(rng, 10, w - side - 10)
-        top, left = min(top, h - side), min(left, w - side)
-        out[top:top + side, left:left + side] *= (1 - mask)[..., None]
+    masks = blot_masks(count, side, rng)
+    # top-left corners uniform on the grid [10, h - side - 10] x [10, w - side - 10], drawn as
+    # one cell index each (a draw with one scalar bound is cheaper than one bound per axis)
+    rows, cols = max(1, h - side - 19), max(1, w - side - 19)
+    stained = np.zeros((h, w), np.uint8)
+    for mask, cell in zip(masks, rng.integers(0, rows * cols, size=count).tolist()):
+        top, left = min(10 + cell // cols, h - side), min(10 + cell % cols, w - side)
+        stained[top:top + side, left:left + side] |= mask
+    out = cv2.copyTo(np.zeros_like(x), stained, x.copy()).reshape(x.shape)  # black where stained
     return out, {"marks": count, "blot_side": side}
 
 
 def _paste_white(x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Pillow's paste of white through an alpha layer holding only 0 and the bubble alphas:
-    its rounded integer blend, as one lookup table per alpha level."""
+    """Pillow's paste of white through an alpha layer holding only 0 and the bubble alphas.
+
+    Pillow rounds v + a·(255 − v)/255 to the nearest integer; for a = 100 and
+    130 that value is never within 1/255 of a tie, so OpenCV's float
+    scale-and-round gives the same bytes (checked for all 256 values in the tests).
+    """
     out = x.copy()
-    values = np.arange(256, dtype=np.uint32)
     for level in (BUBBLE_ALPHA, BUBBLE_BORDER_ALPHA):
-        blended = values * (255 - level) + 255 * level + 128
-        table = ((blended + (blended >> 8)) >> 8).astype(np.uint8)
-        out = cv2.copyTo(cv2.LUT(x, table), (alpha == level).view(np.uint8), out).reshape(x.shape)
+        blended = cv2.convertScaleAbs(x, alpha=1 - level / 255, beta=level)
+        out = cv2.copyTo(blended, (alpha == level).view(np.uint8), out).reshape(x.shape)
     return out
 
 
@@ -134,9 +158,9 @@ def bubble(x: np.ndarray, max_radius: int, max_bubbles: int,
     h, w = x.shape[:2]
     alpha = np.zeros((h, w), np.uint8)
     count = _integers(rng, 7, max_bubbles)
-    for _ in range(count):
-        radius = _integers(rng, 3, max_radius)
-        cx, cy = _integers(rng, radius, w - radius), _integers(rng, radius, h - radius)
+    radii = _integers(rng, 3, max_radius, size=count)
+    xs, ys = _integers(rng, radii, w - radii), _integers(rng, radii, h - radii)
+    for radius, cx, cy in zip(radii.tolist(), xs.tolist(), ys.tolist()):
         cv2.circle(alpha, (cx, cy), radius + BUBBLE_BORDER, BUBBLE_BORDER_ALPHA, thickness=-1)
         cv2.circle(alpha, (cx, cy), radius, BUBBLE_ALPHA, thickness=-1)
     return _paste_white(x, alpha), {"bubbles": count}
@@ -163,15 +187,22 @@ def characters(x: np.ndarray, max_words: int, max_letters: int, max_font_scale: 
     0.14..max_font_scale) in random colours, as pen marks on dermoscopy images."""
     out = x.copy()  # C-contiguous, so cv2 draws into it in place
     h, w = x.shape[:2]
-    words = []
+    # scalar draws per word (a scalar draw costs a fifth of a small array draw),
+    # then every letter and ink colour in one array draw
+    layout = []
     for _ in range(_integers(rng, 1, max_words)):
         letters = _integers(rng, 3, max_letters)
         scale = _integers(rng, 14, round(max_font_scale * 100)) / 100
-        word = bytes((rng.integers(0, 26, size=letters) + ord("a")).astype(np.uint8)).decode()
-        origin = (_integers(rng, 10, w - 8 * letters), _integers(rng, 10, h - 10))
-        rgb = rng.integers(0, 256, size=3)
-        colour = tuple(int(c) for c in rgb) if x.shape[2] == 3 else (int(luma(rgb.reshape(1, 1, 3))[0, 0]),)
-        canvas = out if x.shape[2] == 3 else out[..., 0]
-        cv2.putText(canvas, word, origin, cv2.FONT_HERSHEY_DUPLEX, scale, colour, 1, cv2.LINE_AA)
-        words.append(word)
+        layout.append((letters, scale, (_integers(rng, 10, w - 8 * letters), _integers(rng, 10, h - 10))))
+    total = sum(letters for letters, _, _ in layout)
+    draws = rng.integers(0, [26] * total + [256] * 3 * len(layout)).astype(np.uint8)
+    text = bytes(draws[:total] + ord("a")).decode()
+    inks = draws[total:].reshape(-1, 1, 3)
+    inks = (inks[:, 0] if x.shape[2] == 3 else luma(inks)).tolist()
+    canvas = out if x.shape[2] == 3 else out[..., 0]
+    words, start = [], 0
+    for (letters, scale, origin), ink in zip(layout, inks):
+        words.append(text[start:start + letters])
+        start += letters
+        cv2.putText(canvas, words[-1], origin, cv2.FONT_HERSHEY_DUPLEX, scale, ink, 1, cv2.LINE_AA)
     return out, {"words": words}

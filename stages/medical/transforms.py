@@ -48,11 +48,11 @@ def _plain(op: Callable[[np.ndarray, Any], np.ndarray]) -> Transform:
 
 TRANSFORMS: dict[str, Transform] = {
     "pixelate": lambda x, v, s, rng: (_on_floats(common.pixelate, x, v), {}),
-    "jpeg_compression": lambda x, v, s, rng: (_on_floats(common.jpeg, x, v), {}),
+    "jpeg_compression": lambda x, v, s, rng: (common.jpeg_pixels(x, v), {}),
     "gaussian_noise": _noise(common.gaussian_noise),
     "speckle_noise": _noise(common.speckle_noise),
     "impulse_noise": _noise(common.impulse_noise),
-    "shot_noise": _noise(common.shot_noise),
+    "shot_noise": lambda x, v, s, rng: (common.shot_noise_pixels(x, v, rng), {}),
     "defocus_blur": lambda x, v, s, rng: (_on_floats(common.defocus_blur, x, *v), {}),
     "motion_blur": _motion_blur,
     "zoom_blur": lambda x, v, s, rng: (_on_floats(common.zoom_blur, x, np.arange(*v)), {}),
