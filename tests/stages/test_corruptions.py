@@ -169,7 +169,8 @@ def test_poisson_levels_match_a_plain_inverse_cdf_search_on_the_same_draws():
     drawn = poisson_levels(levels, 300, np.random.default_rng(2))
     # the same uniforms: 12-bit cells for all, the 41 low bits only where the cell holds a threshold
     rng = np.random.default_rng(2)
-    cells = rng.integers(0, 1 << GUIDE_BITS, size=levels.size, dtype=np.uint16)
+    words = rng.integers(0, 1 << 64, size=levels.size // 4, dtype=np.uint64)
+    cells = words.view(np.uint16) & np.uint16((1 << GUIDE_BITS) - 1)
     unsure = table.guide[(levels.astype(np.intp) << GUIDE_BITS) | cells] >= 0x8000
     low = np.zeros(levels.size, np.uint64)
     low[unsure] = rng.integers(0, 1 << (UNIFORM_BITS - GUIDE_BITS), size=unsure.sum(), dtype=np.uint64)
