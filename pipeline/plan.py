@@ -8,8 +8,9 @@ variant, so planning a million items × ten variants stays cheap.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from pipeline.manifest import ManifestError, canonical_json
 from pipeline.records import WorkUnit
