@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,13 +27,13 @@ from pipeline.preparations import release_preparations, run_preparations
 from pipeline.provenance import write_release_metadata
 from pipeline.records import ShardRecord, WorkUnit
 from pipeline.task import TaskContext, filters_fingerprint, run_unit
-from pipeline.writers.files import filesystem, remove_temporaries, sha256_file
+from pipeline.writers.files import ReleaseStore, remove_temporaries
 from pipeline.writers.zarr_store import ZarrLayout, ensure_store
 
 
 @dataclass
 class BuildResult:
-    out: Path
+    out: Path | str                  # a Path for local releases, else the URL as given
     planned: int
     built: int
     skipped: int
@@ -49,21 +48,20 @@ class BuildResult:
         return bool(self.built or self.removed)
 
 
-def shard_is_done(record: ShardRecord | None, unit: WorkUnit, out: Path) -> bool:
+def shard_is_done(record: ShardRecord | None, unit: WorkUnit, out: str | Path | ReleaseStore) -> bool:
     """Done = same fingerprint in the journal and the files still match it."""
     if record is None or record.fingerprint != unit.fingerprint:
         return False
     if record.path is not None:
-        path = out / record.path
-        if not path.exists() or path.stat().st_size != record.bytes:
+        store = out if isinstance(out, ReleaseStore) else ReleaseStore(out)
+        if not store.exists(record.path) or store.size(record.path) != record.bytes:
             return False
-        fs, root = filesystem(str(out))
-        if sha256_file(fs, f"{root}/{record.path}") != record.sha256:
+        if store.sha256(record.path) != record.sha256:
             return False
     return True
 
 
-def zarr_layouts(release: Any, plan: Plan, out: Path) -> dict[str, ZarrLayout]:
+def zarr_layouts(release: Any, plan: Plan, store: ReleaseStore) -> dict[str, ZarrLayout]:
     if "zarr" not in release.output.formats:
         return {}
     height, width = release.output.image_size
@@ -73,14 +71,15 @@ def zarr_layouts(release: Any, plan: Plan, out: Path) -> dict[str, ZarrLayout]:
         k = plan.stages[stage_index].outputs_per_input(variant)
         shard_len = release.output.samples_per_shard * k
         layouts[variant.config] = ZarrLayout(
-            path=str(out / "zarr" / f"{variant.config}.zarr"), length=max(len(plan.index) * k, 1),
+            path=store.url(f"zarr/{variant.config}.zarr"), length=max(len(plan.index) * k, 1),
             shard_len=shard_len, height=height, width=width, channels=channels)
     return layouts
 
 
-def prepare_zarr(release: Any, plan: Plan, out: Path, journal: dict[str, ShardRecord]) -> dict[str, ZarrLayout]:
+def prepare_zarr(release: Any, plan: Plan, store: ReleaseStore,
+                 journal: dict[str, ShardRecord]) -> dict[str, ZarrLayout]:
     """Create stores whose layout changed; their units must be rewritten."""
-    layouts = zarr_layouts(release, plan, out)
+    layouts = zarr_layouts(release, plan, store)
     for config, layout in layouts.items():
         attrs = {"config": config, "release": release.name, "version": release.version}
         if ensure_store(layout, attrs):
@@ -89,28 +88,26 @@ def prepare_zarr(release: Any, plan: Plan, out: Path, journal: dict[str, ShardRe
     return layouts
 
 
-def remove_orphans(out: Path, planned: set[str], journal: dict[str, ShardRecord]) -> list[str]:
+def remove_orphans(store: ReleaseStore, planned: set[str], journal: dict[str, ShardRecord]) -> list[str]:
     """Delete shard files and journal entries that the current plan no longer has."""
     removed = []
-    for tar in sorted((out / "data").glob("*/*.tar")) if (out / "data").exists() else []:
-        shard_id = f"{tar.parent.name}/{tar.stem}"
+    for tar in store.glob("data/*/*.tar"):
+        shard_id = tar[len("data/"): -len(".tar")]
         if shard_id not in planned:
-            tar.unlink()
+            store.rm(tar)
             removed.append(shard_id)
     for shard_id in [s for s in journal if s not in planned]:
         journal.pop(shard_id)
         if shard_id not in removed:
             removed.append(shard_id)
-    for folder in (out / "data").iterdir() if (out / "data").exists() else []:
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+    if store.exists("data"):
+        store.remove_empty_folders("data")
     planned_configs = {s.split("/")[0] for s in planned}
-    for store in (out / "zarr").glob("*.zarr") if (out / "zarr").exists() else []:
-        if store.name[: -len(".zarr")] not in planned_configs:
-            shutil.rmtree(store)
-    for thumbs in (out / "rejected").iterdir() if (out / "rejected").exists() else []:
-        if thumbs.name not in planned_configs:
-            shutil.rmtree(thumbs)
+    for folder, suffix in (("zarr", ".zarr"), ("rejected", "")):
+        for entry in store.glob(f"{folder}/*{suffix}"):
+            config = entry[len(folder) + 1: len(entry) - len(suffix)]
+            if config not in planned_configs:
+                store.rm(entry)
     return removed
 
 
@@ -140,37 +137,46 @@ def build_release(manifest: str | Path | Any, out: str | Path, workers: int | No
     say = on_event or (lambda msg: None)
     with client_on_demand(workers, scheduler, say) as client_for:
         prepared = run_preparations(client_for, release_preparations(release), say)
-        result = _build_planned(release, Path(out), client_for, progress, say, started)
+        result = _build_planned(release, out, client_for, progress, say, started)
     result.prepared = prepared
     return result
 
 
-def _build_planned(release: Any, out: Path, client_for: Callable[[], Client], progress: bool,
+def _build_planned(release: Any, out: str | Path, client_for: Callable[[], Client], progress: bool,
                    say: Callable[[str], None], started: float) -> BuildResult:
     plan = plan_release(release, filters_fingerprint=filters_fingerprint(release))
-    out.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(*filesystem(str(out)))
+    store = ReleaseStore(out)
+    store.makedirs()
+    remove_temporaries(store.fs, store.root)
 
-    journal = read_journal(out)
-    layouts = prepare_zarr(release, plan, out, journal)
+    journal = read_journal(store)
+    layouts = prepare_zarr(release, plan, store, journal)
     planned = {u.shard_id for u in plan.units}
-    removed = remove_orphans(out, planned, journal)
-    todo = [u for u in plan.units if not shard_is_done(journal.get(u.shard_id), u, out)]
+    removed = remove_orphans(store, planned, journal)
+    todo = [u for u in plan.units if not shard_is_done(journal.get(u.shard_id), u, store)]
     say(f"planned {len(plan.units)} shards over {len(plan.index)} source items; "
         f"{len(plan.units) - len(todo)} already done, {len(todo)} to build")
 
-    writer = JournalWriter(out)
+    writer = JournalWriter(store)
     try:
         if todo:
-            _run(plan, todo, TaskContext(release=release, out=str(out), zarr=layouts), journal, writer,
+            _run(plan, todo, TaskContext(release=release, out=store.out, zarr=layouts), journal, writer,
                  client_for, progress)
         records = [journal[u.shard_id] for u in plan.units]
         writer.compact(records)
     finally:
         writer.close()
-    counts = write_release_metadata(out, release, plan, records)
-    return BuildResult(out=out, planned=len(plan.units), built=len(todo), skipped=len(plan.units) - len(todo),
-                       removed=removed, counts=counts, seconds=time.perf_counter() - started, records=records)
+    counts = write_release_metadata(store.out, release, plan, records)
+    return BuildResult(out=_shown(out, store), planned=len(plan.units), built=len(todo),
+                       skipped=len(plan.units) - len(todo), removed=removed, counts=counts,
+                       seconds=time.perf_counter() - started, records=records)
+
+
+def _shown(out: str | Path, store: ReleaseStore) -> Path | str:
+    """Local releases as a Path (a file:// URL becomes its path); other URLs unchanged."""
+    if not store.local:
+        return str(out)
+    return Path(store.root) if "://" in str(out) else Path(out)
 
 
 def _run(plan: Plan, todo: list[WorkUnit], ctx: TaskContext, journal: dict[str, ShardRecord],

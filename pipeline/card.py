@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.writers.files import atomic_write, filesystem
+from pipeline.writers.files import ReleaseStore
 
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
@@ -50,14 +50,15 @@ def split_name(value: Any) -> str:
     return re.sub(r"\W+", "_", str(value)).strip("_") or "test"
 
 
-def shard_splits(release_dir: Path, provenance: dict[str, Any]) -> dict[str, set[str]]:
+def shard_splits(release_dir: str | Path, provenance: dict[str, Any]) -> dict[str, set[str]]:
     """Shard path -> the splits of its ok samples, from samples.parquet (empty when unknown)."""
-    table_path = release_dir / "samples.parquet"
-    if not table_path.exists():
+    store = ReleaseStore(release_dir)
+    if not store.exists("samples.parquet"):
         return {}
     import pyarrow.parquet as pq
 
-    table = pq.read_table(table_path)
+    with store.open("samples.parquet") as handle:
+        table = pq.read_table(handle)
     if "split" not in table.column_names or "shard" not in table.column_names:
         return {}
     by_id = {s["shard_id"]: s["path"] for s in provenance.get("shards", []) if s.get("path")}
@@ -108,14 +109,14 @@ def render_card(provenance: dict[str, Any], splits: dict[str, set[str]] | None =
     return f"---\n{header}---\n\n{body}\n"
 
 
-def write_dataset_card(release_dir: str | Path) -> Path:
-    """(Re)write `<release_dir>/README.md` from its provenance.json and samples.parquet."""
-    release_dir = Path(release_dir)
-    provenance = json.loads((release_dir / "provenance.json").read_text())
+def write_dataset_card(release_dir: str | Path) -> Path | str:
+    """(Re)write `<release_dir>/README.md` from its provenance.json and samples.parquet
+    (a Path for a local folder, else the URL)."""
+    store = ReleaseStore(release_dir)
+    provenance = json.loads(store.read_text("provenance.json"))
     text = render_card(provenance, shard_splits(release_dir, provenance))
-    fs, root = filesystem(str(release_dir))
-    atomic_write(fs, f"{root}/README.md", text.encode())
-    return release_dir / "README.md"
+    store.write_atomic("README.md", text.encode())
+    return Path(store.root, "README.md") if store.local else store.url("README.md")
 
 
 # -- human-readable sections -------------------------------------------------------------------

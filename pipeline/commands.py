@@ -25,7 +25,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="Plan one task per output shard and run them on Dask. Rerunning on the "
                                    "same --out skips every shard that is already complete.")
     _manifest_arg(p)
-    p.add_argument("--out", required=True, help="release folder (created if missing)")
+    p.add_argument("--out", required=True,
+                   help="release folder or fsspec URL, e.g. s3://bucket/release (created if missing)")
     p.add_argument("--workers", type=int, default=None,
                    help="LocalCluster worker processes (default: one per core)")
     p.add_argument("--scheduler", default=None,
@@ -37,11 +38,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("plan", help="print the work a build would do, without running it")
     _manifest_arg(p)
-    p.add_argument("--out", default=None, help="release folder: also show which shards are already done")
+    p.add_argument("--out", default=None,
+                   help="release folder or URL: also show which shards are already done")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("verify", help="re-hash every shard against provenance.json; exit 1 on mismatch")
-    p.add_argument("release", help="release folder")
+    p.add_argument("release", help="release folder or fsspec URL, e.g. s3://bucket/release")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("preview", help="contact-sheet PNG: rows = source images, columns = shift configs")
@@ -70,11 +72,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     except ManifestError:
         raise  # found while indexing/planning (e.g. an unknown class name): bad input, exit 2
     except Exception as exc:  # noqa: BLE001 - one line for the user, details in the log
-        log_path = Path(args.out) / "build-error.log"
         from pipeline.task import format_traceback
+        from pipeline.writers.files import ReleaseStore
 
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(format_traceback(exc))
+        store = ReleaseStore(args.out)
+        store.write_atomic("build-error.log", format_traceback(exc).encode())
+        log_path = store.url("build-error.log")
         console.print(f"[red]build failed:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                       f" (details: {log_path})")
         return 1
@@ -98,8 +101,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     release = load_manifest(args.manifest)
     plan = plan_release(release)
-    journal = read_journal(Path(args.out)) if args.out else {}
-    done = sum(shard_is_done(journal.get(u.shard_id), u, Path(args.out)) for u in plan.units) if args.out else 0
+    journal = read_journal(args.out) if args.out else {}
+    done = sum(shard_is_done(journal.get(u.shard_id), u, args.out) for u in plan.units) if args.out else 0
     per_config = Counter(u.variant.config for u in plan.units)
     print(f"release {release.name} {release.version}: {len(plan.index)} source items "
           f"({release.source.kind}), {len(plan.variants)} configs, {len(plan.units)} shards"
@@ -111,8 +114,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline.verify import verify_release
+    from pipeline.writers.files import ReleaseStore
 
-    if not Path(args.release).is_dir():
+    if not ReleaseStore(args.release).isdir(""):
         raise UsageError(f"{args.release} is not a folder")
     report = verify_release(args.release)
     for problem in report.problems:

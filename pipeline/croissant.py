@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.card import BENCHMARKS
-from pipeline.writers.files import atomic_write, filesystem, sha256_file
+from pipeline.writers.files import ReleaseStore
 
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
 # The standard Croissant 1.0 JSON-LD context.
@@ -130,13 +130,12 @@ def croissant_document(provenance: dict[str, Any], parquet_sha256: str | None = 
     return doc
 
 
-def write_croissant(release_dir: str | Path) -> Path:
-    """(Re)write `<release_dir>/croissant.json` from provenance.json (and samples.parquet)."""
-    release_dir = Path(release_dir)
-    provenance = json.loads((release_dir / "provenance.json").read_text())
-    fs, root = filesystem(str(release_dir))
-    table = f"{root}/samples.parquet"
-    parquet_sha = sha256_file(fs, table) if fs.exists(table) else None
+def write_croissant(release_dir: str | Path) -> Path | str:
+    """(Re)write `<release_dir>/croissant.json` from provenance.json (and samples.parquet);
+    returns a Path for a local folder, else the URL."""
+    store = ReleaseStore(release_dir)
+    provenance = json.loads(store.read_text("provenance.json"))
+    parquet_sha = store.sha256("samples.parquet") if store.exists("samples.parquet") else None
     doc = croissant_document(provenance, parquet_sha)
-    atomic_write(fs, f"{root}/croissant.json", (json.dumps(doc, indent=2) + "\n").encode())
-    return release_dir / "croissant.json"
+    store.write_atomic("croissant.json", (json.dumps(doc, indent=2) + "\n").encode())
+    return Path(store.root, "croissant.json") if store.local else store.url("croissant.json")

@@ -1,64 +1,65 @@
 """journal.jsonl: one line per finished shard, appended and fsynced as shards
 complete. It is what makes a killed build resumable: a shard counts as done
-only if its line is here and the file on disk still has the recorded sha256."""
+only if its line is here and the file on disk still has the recorded sha256.
+
+On object stores (which cannot append) each line rewrites the small journal
+object atomically, so a killed build still leaves only whole lines."""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from pipeline.records import ShardRecord
+from pipeline.writers.files import ReleaseStore
 
 JOURNAL_NAME = "journal.jsonl"
 
 
-def read_journal(out: Path) -> dict[str, ShardRecord]:
+def _store(out: str | os.PathLike | ReleaseStore) -> ReleaseStore:
+    return out if isinstance(out, ReleaseStore) else ReleaseStore(out)
+
+
+def read_journal(out: str | os.PathLike | ReleaseStore) -> dict[str, ShardRecord]:
     """Latest record per shard; a torn last line (killed mid-write) is ignored."""
-    path = Path(out) / JOURNAL_NAME
+    store = _store(out)
     records: dict[str, ShardRecord] = {}
-    if not path.exists():
+    if not store.exists(JOURNAL_NAME):
         return records
-    with path.open("r", encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                record = ShardRecord.from_json(json.loads(line))
-            except (json.JSONDecodeError, TypeError):
-                continue
-            records[record.shard_id] = record
+    for line in store.read_text(JOURNAL_NAME).splitlines():
+        try:
+            record = ShardRecord.from_json(json.loads(line))
+        except (json.JSONDecodeError, TypeError):
+            continue
+        records[record.shard_id] = record
     return records
 
 
+def _line(record: ShardRecord) -> str:
+    return json.dumps(record.to_json(), sort_keys=True)
+
+
 class JournalWriter:
-    def __init__(self, out: Path):
-        Path(out).mkdir(parents=True, exist_ok=True)
-        self.path = Path(out) / JOURNAL_NAME
+    def __init__(self, out: str | os.PathLike | ReleaseStore):
+        self.store = _store(out)
+        self.store.makedirs()
         self._repair_torn_tail()
-        self._handle = self.path.open("a", encoding="utf-8")
 
     def _repair_torn_tail(self) -> None:
-        if self.path.exists() and self.path.stat().st_size:
-            with self.path.open("rb+") as handle:
+        """End a torn last line so the next record starts on a line of its own."""
+        if self.store.exists(JOURNAL_NAME) and self.store.size(JOURNAL_NAME):
+            with self.store.open(JOURNAL_NAME) as handle:
                 handle.seek(-1, os.SEEK_END)
-                if handle.read(1) != b"\n":
-                    handle.write(b"\n")
+                torn = handle.read(1) != b"\n"
+            if torn:
+                self.store.append_line(JOURNAL_NAME, "")
 
     def append(self, record: ShardRecord) -> None:
-        self._handle.write(json.dumps(record.to_json(), sort_keys=True) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        self.store.append_line(JOURNAL_NAME, _line(record))
 
     def close(self) -> None:
-        self._handle.close()
+        """Nothing stays open between appends; kept so callers can release the journal explicitly."""
 
     def compact(self, records: list[ShardRecord]) -> None:
         """Rewrite the journal with exactly these records (drops superseded/orphaned lines)."""
-        self.close()
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record.to_json(), sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        self._handle = self.path.open("a", encoding="utf-8")
+        self.store.write_atomic(JOURNAL_NAME, "".join(_line(r) + "\n" for r in records).encode("utf-8"))

@@ -13,7 +13,7 @@ import importlib.metadata
 import json
 import platform
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -24,7 +24,7 @@ from pipeline.manifest import canonical_json, manifest_sha256
 from pipeline.preparations import preparation_records
 from pipeline.records import ShardRecord
 from pipeline.task import filters_fingerprint
-from pipeline.writers.files import atomic_write, filesystem, sha256_file
+from pipeline.writers.files import ReleaseStore
 
 SCHEMA_ID = "shiftforge/provenance/1"
 PACKAGES = ["numpy", "scipy", "opencv-python-headless", "pillow", "scikit-image", "dask", "distributed",
@@ -63,13 +63,12 @@ def code_info() -> dict[str, Any]:
             "packages": package_versions()}
 
 
-def write_samples_table(out: Path, records: list[ShardRecord]) -> None:
+def write_samples_table(out: str | Path, records: list[ShardRecord]) -> None:
     rows = [row for record in records for row in record.rows]
     table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
-    fs, root = filesystem(str(out))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    atomic_write(fs, f"{root}/samples.parquet", sink.getvalue().to_pybytes())
+    ReleaseStore(out).write_atomic("samples.parquet", sink.getvalue().to_pybytes())
 
 
 def count_statuses(records: list[ShardRecord]) -> dict[str, int]:
@@ -106,37 +105,42 @@ def stage_extras(plan: Any, records: list[ShardRecord]) -> dict[str, Any]:
     return extras
 
 
-def write_stage_files(out: Path, release: Any, plan: Any, records: list[ShardRecord],
+def write_stage_files(out: str | Path, release: Any, plan: Any, records: list[ShardRecord],
                       previous: dict | None) -> list[dict[str, Any]]:
     """Files stages add beside the shards (e.g. COCO annotations per config), written
     atomically; files an earlier build listed that no stage writes now are deleted."""
-    fs, root = filesystem(str(out))
+    store = ReleaseStore(out)
     ext = "png" if release.output.encoding == "png" else "jpg"
     entries = []
     for stage_index, stage in enumerate(plan.stages):
         configs = {v.config for i, v in plan.variants if i == stage_index}
         rows = [row for record in records if record.config in configs for row in record.rows]
         for path, data in sorted(stage.release_files(rows, plan.source, ext).items()):
-            parts = Path(path).parts
-            if Path(path).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] in ("data", "zarr"):
+            parts = PurePosixPath(path).parts
+            if PurePosixPath(path).is_absolute() or ".." in parts or len(parts) < 2 or parts[0] in ("data", "zarr"):
                 raise ValueError(f"stage {stage.name} asked to write {path!r}; expected a relative path "
                                  "inside a folder of the release other than data/ and zarr/")
             sha = hashlib.sha256(data).hexdigest()
-            if not fs.exists(f"{root}/{path}") or sha256_file(fs, f"{root}/{path}") != sha:
-                atomic_write(fs, f"{root}/{path}", data)
+            if not store.exists(path) or store.sha256(path) != sha:
+                store.write_atomic(path, data)
             entries.append({"path": path, "stage": stage.name, "sha256": sha, "bytes": len(data)})
     kept = {entry["path"] for entry in entries}
     for stale in [f["path"] for f in (previous or {}).get("files", []) if f["path"] not in kept]:
-        if fs.exists(f"{root}/{stale}"):
-            fs.rm(f"{root}/{stale}")
-        folder = Path(out, stale).parent
-        while folder != Path(out) and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-            folder = folder.parent
+        if store.exists(stale):
+            store.rm(stale)
+        _remove_empty_parents(store, stale)
     return entries
 
 
-def provenance_document(out: Path, release: Any, plan: Any, records: list[ShardRecord],
+def _remove_empty_parents(store: ReleaseStore, rel: str) -> None:
+    """Local only: object stores keep no empty folders."""
+    folder = PurePosixPath(rel).parent
+    while store.local and str(folder) != "." and store.isdir(str(folder)) and not store.fs.ls(store.path(str(folder))):
+        store.fs.rmdir(store.path(str(folder)))
+        folder = folder.parent
+
+
+def provenance_document(out: str | Path, release: Any, plan: Any, records: list[ShardRecord],
                         files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     shard_entries = [{k: v for k, v in r.to_json().items() if k != "rows"} for r in records]
     counts = count_statuses(records)
@@ -177,24 +181,23 @@ def _revision(previous: dict | None, digest: str) -> int:
     return old if previous.get("shards_digest") == digest else old + 1
 
 
-def read_provenance(out: Path) -> dict | None:
-    path = Path(out) / "provenance.json"
-    if not path.exists():
+def read_provenance(out: str | Path) -> dict | None:
+    store = ReleaseStore(out)
+    if not store.exists("provenance.json"):
         return None
-    return json.loads(path.read_text())
+    return json.loads(store.read_text("provenance.json"))
 
 
-def write_release_metadata(out: Path, release: Any, plan: Any, records: list[ShardRecord]) -> dict[str, int]:
+def write_release_metadata(out: str | Path, release: Any, plan: Any, records: list[ShardRecord]) -> dict[str, int]:
     write_samples_table(out, records)
     files = write_stage_files(out, release, plan, records, read_provenance(out))
     doc = provenance_document(out, release, plan, records, files)
-    fs, root = filesystem(str(out))
-    atomic_write(fs, f"{root}/provenance.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+    ReleaseStore(out).write_atomic("provenance.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     _write_cards(out)
     return doc["counts"]
 
 
-def _write_cards(out: Path) -> None:
+def _write_cards(out: str | Path) -> None:
     """Dataset card and Croissant metadata, when those modules are present."""
     for module_name, func_name in (("pipeline.card", "write_dataset_card"), ("pipeline.croissant", "write_croissant")):
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.writers.files import filesystem, sha256_file
+from pipeline.writers.files import ReleaseStore
 
 
 @dataclass
@@ -23,44 +23,44 @@ class VerifyReport:
         return not self.problems
 
 
-def _check_shard(out: Path, shard: dict, report: VerifyReport) -> None:
-    path = out / shard["path"]
-    if not path.exists():
-        report.problems.append(f"{shard['path']}: missing")
+def _check_shard(store: ReleaseStore, shard: dict, report: VerifyReport) -> None:
+    rel = shard["path"]
+    if not store.exists(rel):
+        report.problems.append(f"{rel}: missing")
         return
-    fs, root = filesystem(str(out))
-    digest = sha256_file(fs, f"{root}/{shard['path']}")
+    digest = store.sha256(rel)
     if digest != shard["sha256"]:
-        report.problems.append(f"{shard['path']}: sha256 {digest[:12]}… != recorded {shard['sha256'][:12]}…")
+        report.problems.append(f"{rel}: sha256 {digest[:12]}… != recorded {shard['sha256'][:12]}…")
         return
-    with tarfile.open(path) as tar:
+    with store.open(rel) as handle, tarfile.open(fileobj=handle) as tar:
         keys = {m.name.split(".", 1)[0] for m in tar.getmembers()}
     if len(keys) != shard["count"]:
-        report.problems.append(f"{shard['path']}: {len(keys)} samples, provenance says {shard['count']}")
+        report.problems.append(f"{rel}: {len(keys)} samples, provenance says {shard['count']}")
     report.samples += len(keys)
 
 
 def verify_release(out: str | Path) -> VerifyReport:
-    out = Path(out)
+    """`out`: a release folder or any fsspec URL (s3://…, file://…, memory://…)."""
+    store = ReleaseStore(out)
     report = VerifyReport()
-    prov_path = out / "provenance.json"
-    if not prov_path.exists():
-        report.problems.append(f"{prov_path}: missing (not a finished release?)")
+    if not store.exists("provenance.json"):
+        report.problems.append(f"{store.url('provenance.json')}: missing (not a finished release?)")
         return report
-    prov = json.loads(prov_path.read_text())
+    prov = json.loads(store.read_text("provenance.json"))
     for shard in prov["shards"]:
         report.shards += 1
         if shard.get("path"):
-            _check_shard(out, shard, report)
-    _check_counts(out, prov, report)
+            _check_shard(store, shard, report)
+    _check_counts(store, prov, report)
     return report
 
 
-def _check_counts(out: Path, prov: dict, report: VerifyReport) -> None:
+def _check_counts(store: ReleaseStore, prov: dict, report: VerifyReport) -> None:
     counts = prov["counts"]
     if counts["total"] != counts["ok"] + counts["rejected"] + counts["error"]:
         report.problems.append(f"provenance counts do not add up: {counts}")
-    table = pq.read_table(out / "samples.parquet", columns=["status"]).column("status").to_pylist()
+    with store.open("samples.parquet") as handle:
+        table = pq.read_table(handle, columns=["status"]).column("status").to_pylist()
     if len(table) != counts["total"]:
         report.problems.append(f"samples.parquet has {len(table)} rows, provenance total is {counts['total']}")
     for status in ("ok", "rejected", "error"):
