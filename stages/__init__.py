@@ -7,10 +7,10 @@ level (manifest validation imports every stage's params model).
 
 from __future__ import annotations
 
-import importlib
 from functools import cache
 
 from stages.base import Batch, Stage, StageParams, Variant
+from stages.registry import import_registry
 
 STAGE_MODULES: dict[str, str] = {
     "corruptions": "stages.corruptions",
@@ -24,18 +24,8 @@ STAGE_MODULES: dict[str, str] = {
 
 @cache
 def available_stages() -> dict[str, type[Stage]]:
-    """Every stage whose module is present, by name."""
-    found: dict[str, type[Stage]] = {}
-    for name, module_name in STAGE_MODULES.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        if hasattr(module, "STAGE"):
-            found[name] = module.STAGE
-    return found
+    """Every registered stage class, by manifest name."""
+    return import_registry(STAGE_MODULES, "STAGE")
 
 
 def get_stage(name: str) -> type[Stage]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from functools import cache
 
 from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key
+from stages.registry import import_registry
 
 SOURCE_MODULES: dict[str, str] = {
     "samples": "pipeline.sources.samples",
@@ -20,17 +20,8 @@ SOURCE_MODULES: dict[str, str] = {
 
 @cache
 def available_sources() -> dict[str, type[Source]]:
-    found: dict[str, type[Source]] = {}
-    for kind, module_name in SOURCE_MODULES.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        if hasattr(module, "SOURCE"):
-            found[kind] = module.SOURCE
-    return found
+    """Every registered source class, by manifest `kind`."""
+    return import_registry(SOURCE_MODULES, "SOURCE")
 
 
 def open_source(spec: SourceSpec) -> Source:
