@@ -5,7 +5,9 @@
 3. index the source and plan one WorkUnit per shard
 4. skip units whose fingerprint and file sha256 already stand in the journal
 5. run the rest on Dask; append each finished shard to the journal
-6. drop orphaned shards; write samples.parquet, provenance.json and the card
+6. with filters, the second pass (`pipeline.packing`): release-wide rules, then
+   the staged samples packed into evenly filled shards
+7. drop orphaned shards; write samples.parquet, provenance.json and the card
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dask.distributed import Client
 from pipeline.engine import dask_client, run_units
 from pipeline.journal import JournalWriter, read_journal
 from pipeline.manifest import load_manifest
+from pipeline.packing import STAGING, Packed, pack_release, pack_shard, staging_tar
 from pipeline.plan import Plan, plan_release
 from pipeline.preparations import release_preparations, run_preparations
 from pipeline.provenance import write_release_metadata
@@ -42,10 +45,11 @@ class BuildResult:
     seconds: float
     records: list[ShardRecord] = field(default_factory=list)
     prepared: list[str] = field(default_factory=list)   # ids of the preparations this build ran
+    packed: int = 0                  # final shards (re)packed by the second pass of a filtered release
 
     @property
     def changed(self) -> bool:
-        return bool(self.built or self.removed)
+        return bool(self.built or self.removed or self.packed)
 
 
 def shard_is_done(record: ShardRecord | None, unit: WorkUnit, out: str | Path | ReleaseStore) -> bool:
@@ -88,20 +92,27 @@ def prepare_zarr(release: Any, plan: Plan, store: ReleaseStore,
     return layouts
 
 
-def remove_orphans(store: ReleaseStore, planned: set[str], journal: dict[str, ShardRecord]) -> list[str]:
-    """Delete shard files and journal entries that the current plan no longer has."""
+def remove_orphans(store: ReleaseStore, planned: set[str], journal: dict[str, ShardRecord],
+                   release: Any = None) -> list[str]:
+    """Delete unit tars and journal entries that the current plan no longer has. With
+    filters the units' tars are staged (final shards are the second pass's to prune);
+    without, a staging area left by an earlier filtered build goes."""
     removed = []
-    for tar in store.glob("data/*/*.tar"):
-        shard_id = tar[len("data/"): -len(".tar")]
-        if shard_id not in planned:
+    staged = bool(getattr(release, "filters", None))
+    if not staged and store.exists(STAGING):
+        store.rm(STAGING)
+    folder = STAGING if staged else "data"
+    planned_tars = {staging_tar(s) if staged else f"data/{s}.tar" for s in planned}
+    for tar in store.glob(f"{folder}/*/*.tar"):
+        if tar not in planned_tars:
             store.rm(tar)
-            removed.append(shard_id)
+            removed.append(tar if staged else tar[len("data/"): -len(".tar")])
     for shard_id in [s for s in journal if s not in planned]:
         journal.pop(shard_id)
         if shard_id not in removed:
             removed.append(shard_id)
-    if store.exists("data"):
-        store.remove_empty_folders("data")
+    if store.exists(folder):
+        store.remove_empty_folders(folder)
     planned_configs = {s.split("/")[0] for s in planned}
     for folder, suffix in (("zarr", ".zarr"), ("rejected", "")):
         for entry in store.glob(f"{folder}/*{suffix}"):
@@ -152,7 +163,7 @@ def _build_planned(release: Any, out: str | Path, client_for: Callable[[], Clien
     journal = read_journal(store)
     layouts = prepare_zarr(release, plan, store, journal)
     planned = {u.shard_id for u in plan.units}
-    removed = remove_orphans(store, planned, journal)
+    removed = remove_orphans(store, planned, journal, release)
     todo = [u for u in plan.units if not shard_is_done(journal.get(u.shard_id), u, store)]
     say(f"planned {len(plan.units)} shards over {len(plan.index)} source items; "
         f"{len(plan.units) - len(todo)} already done, {len(todo)} to build")
@@ -166,10 +177,27 @@ def _build_planned(release: Any, out: str | Path, client_for: Callable[[], Clien
         writer.compact(records)
     finally:
         writer.close()
-    counts = write_release_metadata(store.out, release, plan, records)
+    packed, final_shards = Packed(records=records, shards=[]), None
+    if getattr(release, "filters", None):
+        # a final shard holds what one unit would: samples_per_shard inputs' worth of outputs, so a
+        # trajectory-emitting stage keeps shards of whole trajectories
+        per_shard = {v.config: release.output.samples_per_shard * plan.stages[i].outputs_per_input(v)
+                     for i, v in plan.variants}
+        packed = pack_release(store, release, records, layouts, per_shard, _pack_runner(store, client_for))
+        final_shards = packed.shards
+        say(f"second pass: {len(packed.shards)} final shards, {packed.built} packed")
+    counts = write_release_metadata(store.out, release, plan, packed.records, shards=final_shards)
     return BuildResult(out=_shown(out, store), planned=len(plan.units), built=len(todo),
-                       skipped=len(plan.units) - len(todo), removed=removed, counts=counts,
-                       seconds=time.perf_counter() - started, records=records)
+                       skipped=len(plan.units) - len(todo), removed=removed + packed.removed, counts=counts,
+                       seconds=time.perf_counter() - started, records=records, packed=packed.built)
+
+
+def _pack_runner(store: ReleaseStore, client_for: Callable[[], Client]) -> Callable:
+    def run_packs(todo: list, on_done: Callable[[ShardRecord], None]) -> None:
+        run_units(client_for(), todo, pack_shard, args_for=lambda pack: (pack, store.out),
+                  resources_for=lambda pack: {}, on_done=on_done)
+
+    return run_packs
 
 
 def _shown(out: str | Path, store: ReleaseStore) -> Path | str:

@@ -80,15 +80,16 @@ def count_statuses(records: list[ShardRecord]) -> dict[str, int]:
     return counts
 
 
-def config_summaries(plan: Any, records: list[ShardRecord]) -> dict[str, Any]:
+def config_summaries(plan: Any, records: list[ShardRecord], shards: list[ShardRecord] | None = None) -> dict[str, Any]:
     configs: dict[str, Any] = {}
     for stage_index, variant in plan.variants:
         configs[variant.config] = {"stage": variant.stage, "shift_index": stage_index, "params": variant.params,
                                    "shards": [], "counts": {"ok": 0, "rejected": 0, "error": 0}}
+    for shard in records if shards is None else shards:
+        if shard.path:
+            configs[shard.config]["shards"].append(shard.path)
     for record in records:
         entry = configs[record.config]
-        if record.path:
-            entry["shards"].append(record.path)
         for status, n in record.counts.items():
             entry["counts"][status] = entry["counts"].get(status, 0) + n
     return configs
@@ -141,11 +142,16 @@ def _remove_empty_parents(store: ReleaseStore, rel: str) -> None:
 
 
 def provenance_document(out: str | Path, release: Any, plan: Any, records: list[ShardRecord],
-                        files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    shard_entries = [{k: v for k, v in r.to_json().items() if k != "rows"} for r in records]
+                        files: list[dict[str, Any]] | None = None,
+                        shards: list[ShardRecord] | None = None) -> dict[str, Any]:
+    """`records`: one per work unit (rows, counts, zarr regions); `shards`: the final shards when
+    they are not the units' own (a filtered release packs them in a second pass)."""
+    unit_entries = [{k: v for k, v in r.to_json().items() if k != "rows"} for r in records]
+    shard_entries = unit_entries if shards is None else [
+        {k: v for k, v in r.to_json().items() if k != "rows"} for r in shards]
     counts = count_statuses(records)
     previous = read_provenance(out)
-    digest = shards_digest(shard_entries)
+    digest = shards_digest(shard_entries if shards is None else unit_entries + shard_entries)
     return {
         "schema": SCHEMA_ID,
         "release": {"name": release.name, "version": release.version, "license": release.license,
@@ -156,7 +162,7 @@ def provenance_document(out: str | Path, release: Any, plan: Any, records: list[
         "source": {"describe": plan.source.describe(), "items": len(plan.index), "index_sha256": plan.index.digest()},
         "stages": [stage.fingerprint() for stage in plan.stages],
         "filters": filters_fingerprint(release),
-        "configs": config_summaries(plan, records),
+        "configs": config_summaries(plan, records, shards),
         "shards": shard_entries,
         "counts": counts,
         "zarr": sorted({r.zarr["path"] for r in records if r.zarr}),
@@ -188,10 +194,11 @@ def read_provenance(out: str | Path) -> dict | None:
     return json.loads(store.read_text("provenance.json"))
 
 
-def write_release_metadata(out: str | Path, release: Any, plan: Any, records: list[ShardRecord]) -> dict[str, int]:
+def write_release_metadata(out: str | Path, release: Any, plan: Any, records: list[ShardRecord],
+                           shards: list[ShardRecord] | None = None) -> dict[str, int]:
     write_samples_table(out, records)
     files = write_stage_files(out, release, plan, records, read_provenance(out))
-    doc = provenance_document(out, release, plan, records, files)
+    doc = provenance_document(out, release, plan, records, files, shards)
     ReleaseStore(out).write_atomic("provenance.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     _write_cards(out)
     return doc["counts"]

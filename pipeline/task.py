@@ -66,6 +66,18 @@ def filters_fingerprint(release: Any) -> Any:
     return None if chain is None else chain.fingerprint()
 
 
+def unit_tar(release: Any, shard_id: str) -> str | None:
+    """Where a unit's tar goes: the final shard, or with filters a staging tar that the
+    second pass (`pipeline.packing`) packs into evenly filled shards."""
+    if "webdataset" not in release.output.formats:
+        return None
+    if getattr(release, "filters", None):
+        from pipeline.packing import staging_tar
+
+        return staging_tar(shard_id)
+    return f"data/{shard_id}.tar"
+
+
 def short_error(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text[:500]
@@ -168,7 +180,7 @@ def run_unit(unit: WorkUnit, items: list[SourceItem], ctx: TaskContext) -> Shard
     if chain is not None and len(batch):
         batch = chain(batch, variant)
 
-    shard_rel = f"data/{unit.shard_id}.tar" if "webdataset" in release.output.formats else None
+    shard_rel = unit_tar(release, unit.shard_id)
     source_sha = {item.key: item.sha256 for item in items}
     rows = [error_row(e["item"], e["reason"], stage, variant, release) for e in load_errors]
     members, zarr_slots = [], []

@@ -4,7 +4,9 @@ Called by the engine after the stage, in the same task. It never drops a row:
 scores go into `batch.scores`, failing samples become `status="rejected"`
 with the reason (e.g. "clip_class 21.3 < 28.739; dino_ref 0.52 < 0.7812"),
 samples a filter could not score become `status="error"`. Rejected samples
-keep their pixels, so a caller may save thumbnails of them.
+keep their pixels, so a caller may save thumbnails of them. A filter with a
+`record_hashes(batch)` method (dedup) also leaves what the release-wide pass
+needs in `batch.meta`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class FilterChain:
     def __call__(self, batch: Batch, variant: Variant | None = None) -> Batch:
         for f in self.filters:
             f.run(batch, variant)
+            record_hashes = getattr(f, "record_hashes", None)
+            if record_hashes is not None:
+                record_hashes(batch)
         self.rejected["rule"] += apply_rule(batch, self.thresholds, self.spec.rule)
         if self.spec.complete_trajectory:
             self.rejected["complete_trajectory"] += reject_incomplete_trajectories(batch)

@@ -7,10 +7,10 @@ the maximum distance, later ones fall below `min_distance` and are rejected.
 Samples of one trajectory or one source image are never compared with each
 other: a mild shift of the same picture is the point, not a duplicate.
 
-Scope: one batch, i.e. one task (one shard). Near-duplicates in different
-shards are not seen here; `nearest_earlier` over the hashes of a whole release
-(`perceptual_hash` of every kept image, in key order) finds those in a second
-pass.
+Scope here: one batch, i.e. one task. The task also records every scored
+sample's hash as `meta["phash"]` (hex), so the release-wide pass
+(`duplicates_of_earlier`, run by `stages.filters.release`) finds
+near-duplicates across tasks from the table alone, without pixels.
 """
 
 from __future__ import annotations
@@ -56,6 +56,36 @@ def nearest_earlier(bits: np.ndarray, groups: list[Any]) -> np.ndarray:
     return distances
 
 
+def hash_hex(bits: np.ndarray) -> str:
+    """A bool hash vector as hex (packed bits, zero-padded to whole bytes)."""
+    return np.packbits(np.asarray(bits, dtype=bool)).tobytes().hex()
+
+
+def bits_from_hex(text: str, n_bits: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n_bits].astype(bool)
+
+
+def duplicates_of_earlier(bits: np.ndarray, groups: list[Any], min_distance: int) -> dict[int, tuple[int, int]]:
+    """Row j -> (kept row, distance) for every row within `min_distance` of an earlier *kept*
+    row of another group; the first of a group of near-duplicates is kept. Comparing with
+    kept rows only means a chain a~b~c keeps c when it is far enough from a."""
+    words = np.packbits(bits, axis=1)
+    group_ids = np.unique(np.array([str(g) for g in groups]), return_inverse=True)[1]
+    kept: list[int] = []
+    duplicates: dict[int, tuple[int, int]] = {}
+    for j in range(len(words)):
+        earlier = np.array(kept, dtype=np.int64)
+        earlier = earlier[group_ids[earlier] != group_ids[j]] if kept else earlier
+        if earlier.size:
+            diff = np.bitwise_count(words[earlier] ^ words[j]).sum(axis=1)
+            nearest = int(diff.argmin())
+            if diff[nearest] < min_distance:
+                duplicates[j] = (int(earlier[nearest]), int(diff[nearest]))
+                continue
+        kept.append(j)
+    return duplicates
+
+
 class Dedup(Filter):
     name = "dedup"
     Params = DedupParams
@@ -68,6 +98,13 @@ class Dedup(Filter):
         bits = np.stack([perceptual_hash(image, self.params.hash_size) for image in batch.images])
         groups = [shift.get("trajectory", source) for shift, source in zip(batch.shift, batch.source_keys)]
         return {"dedup_distance": nearest_earlier(bits, groups).astype(float).tolist()}
+
+    def record_hashes(self, batch: Batch) -> None:
+        """`meta["phash"]` of every ok sample with pixels, for the release-wide pass."""
+        for i in batch.ok_indices():
+            if batch.images[i] is not None:
+                phash = hash_hex(perceptual_hash(batch.images[i], self.params.hash_size))
+                batch.meta[i] = {**(batch.meta[i] or {}), "phash": phash}
 
 
 FILTERS = [Dedup]

@@ -93,7 +93,7 @@ def apply_rule(batch: Batch, thresholds: dict[str, Threshold], rule: Rule) -> in
 def reject_incomplete_trajectories(batch: Batch) -> int:
     """Reject the surviving scales of every trajectory that lost a scale; returns how many.
 
-    Only sees this batch: a trajectory must be emitted whole within one task."""
+    Sees this batch only; `stages.filters.release` applies the same rule across the release."""
     members: dict[str, list[int]] = defaultdict(list)
     for i, shift in enumerate(batch.shift):
         if shift.get("trajectory") is not None:
