@@ -55,10 +55,7 @@ def shard_splits(release_dir: str | Path, provenance: dict[str, Any]) -> dict[st
     store = ReleaseStore(release_dir)
     if not store.exists("samples.parquet"):
         return {}
-    import pyarrow.parquet as pq
-
-    with store.open("samples.parquet") as handle:
-        table = pq.read_table(handle)
+    table = store.read_table("samples.parquet")
     if "split" not in table.column_names or "shard" not in table.column_names:
         return {}
     by_id = {s["shard_id"]: s["path"] for s in provenance.get("shards", []) if s.get("path")}

@@ -7,8 +7,6 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from pipeline.writers.files import ReleaseStore
 
 
@@ -59,8 +57,7 @@ def _check_counts(store: ReleaseStore, prov: dict, report: VerifyReport) -> None
     counts = prov["counts"]
     if counts["total"] != counts["ok"] + counts["rejected"] + counts["error"]:
         report.problems.append(f"provenance counts do not add up: {counts}")
-    with store.open("samples.parquet") as handle:
-        table = pq.read_table(handle, columns=["status"]).column("status").to_pylist()
+    table = store.read_table("samples.parquet", columns=["status"]).column("status").to_pylist()
     if len(table) != counts["total"]:
         report.problems.append(f"samples.parquet has {len(table)} rows, provenance total is {counts['total']}")
     for status in ("ok", "rejected", "error"):

@@ -112,6 +112,14 @@ class ReleaseStore:
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
 
+    def read_table(self, rel: str, columns: list[str] | None = None):
+        """A Parquet file as a pyarrow Table. Read from bytes: Arrow's reader on a Python
+        file object can abort the interpreter at exit."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        return pq.read_table(pa.BufferReader(self.read_bytes(rel)), columns=columns)
+
     def read_text(self, rel: str) -> str:
         return self.read_bytes(rel).decode("utf-8")
 
