@@ -159,7 +159,7 @@ def rejected_examples(view: ReleaseView, limit: int) -> list[tuple[str, np.ndarr
     available = [any((view.root / "rejected" / c / f"{k}{e}").exists() for e in (".jpg", ".png"))
                  for c, k in zip(rejected["config"], rejected["key"])]
     out = []
-    for r in _spread(rejected[available], limit).itertuples():
+    for r in _spread(rejected[np.asarray(available, dtype=bool)], limit).itertuples():
         folder = view.root / "rejected" / r.config
         path = next(folder / f"{r.key}{e}" for e in (".jpg", ".png") if (folder / f"{r.key}{e}").exists())
         out.append((r.key, np.asarray(Image.open(path)), str(r.reason)))

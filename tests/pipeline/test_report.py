@@ -144,3 +144,15 @@ def test_counts_that_disagree_with_provenance_are_flagged(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pipeline", "report", str(tmp_path / "nothing")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "not a built release" in done.stderr
+
+
+def test_report_of_a_release_without_rejections(tmp_path, tiny_release):
+    from pipeline.build import build_release
+    from pipeline.manifest import parse_release
+
+    tiny_release["output"] = {"samples_per_shard": 5}
+    build_release(parse_release(tiny_release), tmp_path / "rel", workers=1)
+    report = write_report(tmp_path / "rel", tmp_path / "report.html")
+    assert [p.name for p in report.images] == ["kept.png"]
+    text = report.markdown.read_text()
+    assert "20 samples" in text and "0 rejected" in text
