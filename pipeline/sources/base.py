@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -81,3 +82,62 @@ def safe_key(text: str, max_len: int = 120) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def check_unchanged(name: str, data: bytes, sha256: str) -> None:
+    """An item must still have the bytes it was indexed with (a stale hash would lie in provenance)."""
+    found = sha256_bytes(data)
+    if found != sha256:
+        raise SourceError(f"{name} changed since it was indexed (sha256 {found[:12]}…, index has {sha256[:12]}…)")
+
+
+# stands in for an item that cannot be read at index time; `load` then raises the reason
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_CHUNK = 1 << 20
+
+
+class ContainedFiles:
+    """Files read strictly inside one folder: a path or symlink that leads outside is
+    refused, and a file changed since it was indexed is caught by its sha256."""
+
+    def __init__(self, root: Path, what: str):
+        self.root = Path(root).expanduser()
+        self.what = what                      # e.g. "source folder", named in errors
+        self._resolved: Path | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_resolved": None}   # resolved again where it is used
+
+    def resolve(self, rel: str) -> Path:
+        try:
+            if self._resolved is None:
+                self._resolved = self.root.resolve()
+            path = (self.root / rel).resolve()
+        except (OSError, RuntimeError) as exc:      # e.g. a symlink loop
+            raise SourceError(f"cannot resolve {rel}: {exc}") from None
+        if not path.is_relative_to(self._resolved):
+            raise SourceError(f"refused {rel}: it points outside the {self.what} (to {path})")
+        return path
+
+    def read(self, rel: str, sha256: str | None = None) -> bytes:
+        path = self.resolve(rel)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise SourceError(f"image file not found: {path}") from None
+        except OSError as exc:
+            raise SourceError(f"cannot read {rel}: {exc.strerror or exc}") from None
+        if sha256 is not None:
+            check_unchanged(rel, data, sha256)
+        return data
+
+    def sha256(self, rel: str) -> str:
+        """The file's sha256, or EMPTY_SHA256 when it cannot be read (loading it then fails with the reason)."""
+        try:
+            digest = hashlib.sha256()
+            with open(self.resolve(rel), "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+            return digest.hexdigest()
+        except (SourceError, OSError):
+            return EMPTY_SHA256

@@ -16,7 +16,6 @@ changed after indexing cannot slip into a release with a stale sha256.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -26,13 +25,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from pipeline.imagefile import MAX_PIXELS, decode_image
-from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key, sha256_bytes
+from pipeline.sources.base import ContainedFiles, Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key
 from pipeline.sources.unique_keys import UniqueKeys
 
 DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"]
 # sha256 of no bytes: the hash of an item that could not be read while indexing
-UNREADABLE_SHA256 = hashlib.sha256(b"").hexdigest()
-_CHUNK = 1 << 20
 
 
 class FolderSpec(SourceSpec):
@@ -60,8 +57,8 @@ class FolderSource(Source):
     def __init__(self, spec: FolderSpec):
         super().__init__(spec)
         self.root = Path(spec.path).expanduser()
+        self.files = ContainedFiles(self.root, "source folder")
         self._labels: tuple[Callable[[str], Any], list[str]] | None = None
-        self._resolved_root: Path | None = None
 
     def index(self) -> Iterator[SourceItem]:
         label_of, _ = self._label_table()
@@ -71,14 +68,11 @@ class FolderSource(Source):
             # same file gets the same key and label on every machine
             name = unicodedata.normalize("NFC", rel)
             key = keys.claim(_key_for(name), identity=name)
-            yield SourceItem(key=key, sha256=self._index_sha256(rel), label=label_of(name), ref=rel)
+            yield SourceItem(key=key, sha256=self.files.sha256(rel), label=label_of(name), ref=rel)
 
     def load(self, item: SourceItem) -> Loaded:
         rel: str = item.ref
-        data = self._read_inside_root(rel)
-        if sha256_bytes(data) != item.sha256:
-            raise SourceError(f"{rel} changed since it was indexed (sha256 {sha256_bytes(data)[:12]}…, "
-                              f"index has {item.sha256[:12]}…)")
+        data = self.files.read(rel, item.sha256)
         pixels, notes = decode_image(data, rel, self.spec.max_pixels)
         meta = {"path": rel, "notes": notes}
         if isinstance(item.label, int):
@@ -87,7 +81,7 @@ class FolderSource(Source):
 
     def __getstate__(self) -> dict[str, Any]:
         # per-process state is rebuilt where it is used
-        return {**self.__dict__, "_labels": None, "_resolved_root": None}
+        return {**self.__dict__, "_labels": None}
 
     def describe(self) -> dict[str, Any]:
         _, classes = self._label_table()
@@ -115,17 +109,6 @@ class FolderSource(Source):
             elif _extension(entry.name) in self.spec.extensions and not entry.is_dir():
                 yield str(rel / entry.name)
 
-    def _index_sha256(self, rel: str) -> str:
-        try:
-            path = self._resolve_inside_root(rel)
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-            return digest.hexdigest()
-        except (SourceError, OSError):
-            return UNREADABLE_SHA256      # `load` raises the reason; the item becomes an error row
-
     def _label_table(self) -> tuple[Callable[[str], Any], list[str]]:
         """(label of a relative path, class names)."""
         if self._labels is None:
@@ -148,26 +131,6 @@ class FolderSource(Source):
 
         return label_of, classes
 
-    # -- load --------------------------------------------------------------
-
-    def _resolve_inside_root(self, rel: str) -> Path:
-        try:
-            if self._resolved_root is None:
-                self._resolved_root = self.root.resolve()
-            root = self._resolved_root
-            path = (self.root / rel).resolve()
-        except (OSError, RuntimeError) as exc:      # e.g. a symlink loop
-            raise SourceError(f"cannot resolve {rel}: {exc}") from None
-        if not path.is_relative_to(root):
-            raise SourceError(f"refused {rel}: it points outside the source folder (to {path})")
-        return path
-
-    def _read_inside_root(self, rel: str) -> bytes:
-        path = self._resolve_inside_root(rel)
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise SourceError(f"cannot read {rel}: {exc.strerror or exc}") from None
 
 
 def _extension(name: str) -> str:

@@ -21,7 +21,6 @@ working directory.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -29,14 +28,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipeline.imagefile import MAX_PIXELS, decode_image
-from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key, sha256_bytes
+from pipeline.sources.base import ContainedFiles, Loaded, Source, SourceItem, SourceSpec, safe_key
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.metashift.splits import SplitRequest, SplitResult
 from stages.metashift.subsets import ContextKind, Thresholds
 
 # sha256 of no bytes: the hash of an image that could not be read while indexing
-UNREADABLE_SHA256 = hashlib.sha256(b"").hexdigest()
-_CHUNK = 1 << 20
 
 
 class SceneGraphSpec(SourceSpec):
@@ -67,6 +64,7 @@ class SceneGraphSource(Source):
     def __init__(self, spec: SceneGraphSpec):
         super().__init__(spec)
         self.root = Path(spec.images).expanduser()
+        self.files = ContainedFiles(self.root, "image folder")
         self._split: SplitResult | None = None
 
     def index(self) -> Iterator[SourceItem]:
@@ -75,17 +73,12 @@ class SceneGraphSource(Source):
             rel = self.spec.image_pattern.format(image_id=a.image_id)
             key = keys.claim(f"{a.split}-{safe_key(a.image_id)}", identity=a.image_id)
             yield SourceItem(
-                key=key, sha256=self._index_sha256(rel), label=a.label, ref={"path": rel, **a.meta()}
+                key=key, sha256=self.files.sha256(rel), label=a.label, ref={"path": rel, **a.meta()}
             )
 
     def load(self, item: SourceItem) -> Loaded:
         ref: dict[str, Any] = item.ref
-        data = self._read(ref["path"])
-        if sha256_bytes(data) != item.sha256:
-            raise SourceError(
-                f"{ref['path']} changed since it was indexed (sha256 {sha256_bytes(data)[:12]}…, "
-                f"index has {item.sha256[:12]}…)"
-            )
+        data = self.files.read(ref["path"], item.sha256)
         pixels, notes = decode_image(data, ref["path"], self.spec.max_pixels)
         meta = {k: v for k, v in ref.items() if k != "path"}
         return Loaded(pixels, {**meta, "path": ref["path"], "notes": notes})
@@ -102,32 +95,6 @@ class SceneGraphSource(Source):
         if self._split is None:
             self._split = compute_split(self.spec)
         return self._split
-
-    def _resolve(self, rel: str) -> Path:
-        root = self.root.resolve()
-        path = (self.root / rel).resolve()
-        if not path.is_relative_to(root):
-            raise SourceError(f"refused {rel}: it points outside the image folder (to {path})")
-        return path
-
-    def _read(self, rel: str) -> bytes:
-        path = self._resolve(rel)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise SourceError(f"image file not found: {path}") from None
-        except OSError as exc:
-            raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-    def _index_sha256(self, rel: str) -> str:
-        try:
-            digest = hashlib.sha256()
-            with open(self._resolve(rel), "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-            return digest.hexdigest()
-        except (SourceError, OSError):
-            return UNREADABLE_SHA256  # `load` raises the reason; the item becomes an error row
 
 
 def compute_split(spec: SceneGraphSpec) -> SplitResult:

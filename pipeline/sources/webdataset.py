@@ -16,7 +16,6 @@ it becomes an error row rather than vanishing.
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,11 +28,20 @@ from fsspec.utils import infer_compression
 from pydantic import Field, field_validator
 
 from pipeline.imagefile import MAX_PIXELS, decode_image
-from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key, sha256_bytes
+from pipeline.sources.base import (
+    EMPTY_SHA256,
+    Loaded,
+    Source,
+    SourceError,
+    SourceItem,
+    SourceSpec,
+    check_unchanged,
+    safe_key,
+    sha256_bytes,
+)
 from pipeline.sources.unique_keys import UniqueKeys
 
 DEFAULT_IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "gif"]
-NO_IMAGE_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class WebDatasetSpec(SourceSpec):
@@ -98,8 +106,7 @@ class WebDatasetSource(Source):
             raise SourceError(f"sample {item.key} of {url} has no image member "
                               f"(looked for .{', .'.join(self.spec.image_extensions)})")
         data = _read_range(url, offset, size, member)
-        if sha256_bytes(data) != item.sha256:
-            raise SourceError(f"{member} in {url} changed since it was indexed")
+        check_unchanged(f"{member} in {url}", data, item.sha256)
         pixels, notes = decode_image(data, f"{member} in {url}", self.spec.max_pixels)
         return Loaded(pixels, {"url": url, "member": member, "notes": notes})
 
@@ -112,7 +119,7 @@ class WebDatasetSource(Source):
                 ref = sample.images[ext]
                 return SourceItem(key=key, sha256=ref.sha256, label=sample.label,
                                   ref=(url, ref.name, ref.offset, ref.size))
-        return SourceItem(key=key, sha256=NO_IMAGE_SHA256, label=sample.label, ref=(url, None, 0, 0))
+        return SourceItem(key=key, sha256=EMPTY_SHA256, label=sample.label, ref=(url, None, 0, 0))
 
     def _samples_of_shard(self, url: str) -> Iterator[_Sample]:
         wanted = set(self.spec.image_extensions)
