@@ -71,8 +71,8 @@ def zarr_layouts(release: Any, plan: Plan, store: ReleaseStore) -> dict[str, Zar
     height, width = release.output.image_size
     channels = getattr(release.source, "channels", 3) or 3
     layouts = {}
-    for stage_index, variant in plan.variants:
-        k = plan.stages[stage_index].outputs_per_input(variant)
+    for _, variant in plan.variants:
+        k = plan.outputs_per_input(variant.config)
         shard_len = release.output.samples_per_shard * k
         layouts[variant.config] = ZarrLayout(
             path=store.url(f"zarr/{variant.config}.zarr"), length=max(len(plan.index) * k, 1),
@@ -181,8 +181,8 @@ def _build_planned(release: Any, out: str | Path, client_for: Callable[[], Clien
     if getattr(release, "filters", None):
         # a final shard holds what one unit would: samples_per_shard inputs' worth of outputs, so a
         # trajectory-emitting stage keeps shards of whole trajectories
-        per_shard = {v.config: release.output.samples_per_shard * plan.stages[i].outputs_per_input(v)
-                     for i, v in plan.variants}
+        per_shard = {v.config: release.output.samples_per_shard * plan.outputs_per_input(v.config)
+                     for _, v in plan.variants}
         packed = pack_release(store, release, records, layouts, per_shard, _pack_runner(store, client_for))
         final_shards = packed.shards
         say(f"second pass: {len(packed.shards)} final shards, {packed.built} packed")
@@ -211,7 +211,7 @@ def _run(plan: Plan, todo: list[WorkUnit], ctx: TaskContext, journal: dict[str, 
          writer: JournalWriter, client_for: Callable[[], Client], progress: bool) -> None:
     from pipeline.progress import BuildProgress
 
-    n_samples = sum((u.stop - u.start) * plan.stages[u.stage_index].outputs_per_input(u.variant) for u in todo)
+    n_samples = sum((u.stop - u.start) * plan.outputs_per_input(u.variant.config) for u in todo)
     client = client_for()
     with BuildProgress(len(todo), n_samples, progress) as bar:
 

@@ -69,6 +69,11 @@ class Plan:
     index: SourceIndex
     source: Source
 
+    outputs: dict[str, int]                 # config -> samples emitted per source item (e.g. scales)
+
+    def outputs_per_input(self, config: str) -> int:
+        return self.outputs[config]
+
 
 def build_stages(release: Any) -> list[Stage]:
     return [get_stage(spec.stage)(spec) for spec in release.shifts]
@@ -126,4 +131,5 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
                 shard_id=f"{variant.config}/test-{unit_index:05d}", variant=variant, stage_index=stage_index,
                 unit_index=unit_index, start=start, stop=stop,
                 fingerprint=unit_fingerprint(common, stage_fps[stage_index], variant, digest)))
-    return Plan(units=units, stages=stages, variants=variants, index=index, source=source)
+    outputs = {v.config: stages[i].outputs_per_input(v) for i, v in variants}
+    return Plan(units=units, stages=stages, variants=variants, index=index, source=source, outputs=outputs)
