@@ -155,26 +155,50 @@ def quantise_within_budget(clean: np.ndarray, adversarial: np.ndarray, norm: str
                            epsilon: float) -> tuple[np.ndarray, dict[str, float]]:
     """uint8 image of `adversarial` ([0,1] floats) guaranteed within `epsilon` of uint8 `clean`.
 
-    Rounding can push a perturbation past the budget (ε = 4.5/255 under L∞, or
-    many components rounding up under L2); such samples are projected back by
-    clamping (L∞) or by rounding towards the clean image (L2), which never
-    grows any component. The result is checked, never assumed.
+    Every component is rounded to the nearest level (and to the pixel range).
+    Under L∞ a level past the budget (ε = 5.5/255 rounds 5.5 up to 6) is
+    clamped. Under L2, when rounding lifts the norm past ε, the components that
+    rounding enlarged most are pulled back one level each towards the clean
+    image, worst first, just until the norm fits: the stored image keeps almost
+    all of the budget and never exceeds it. The result is checked, never assumed.
     """
     levels = epsilon * 255.0
-    change = adversarial.astype(np.float64) * 255.0 - clean.astype(np.float64)
+    clean_levels = clean.astype(np.float64)
+    change = np.clip(adversarial.astype(np.float64) * 255.0, 0.0, 255.0) - clean_levels
     step = np.rint(change)
     if norm == "linf":
         bound = np.floor(levels + 1e-9)
         step = np.clip(step, -bound, bound)
-    elif np.sqrt(np.sum(step * step)) > levels:
-        shrink = min(1.0, levels / max(float(np.sqrt(np.sum(change * change))), 1e-12))
-        step = np.trunc(change * shrink)
-    out = np.clip(clean.astype(np.int16) + step.astype(np.int16), 0, 255).astype(np.uint8)
+    else:
+        step = _pull_back_l2(step, change, levels)
+    out = (clean_levels + step).astype(np.uint8)
     achieved = achieved_norms(clean, out)
     limit = achieved["linf"] if norm == "linf" else achieved["l2"]
     if limit > epsilon + 1e-9:
         raise BudgetError(f"quantised {norm} perturbation {limit:.6f} exceeds the budget {epsilon:.6f}")
     return out, achieved
+
+
+def _pull_back_l2(step: np.ndarray, change: np.ndarray, levels: float) -> np.ndarray:
+    """`step` (integer levels) with the fewest one-level pull-backs that bring its L2 norm within `levels`.
+
+    Components are taken in decreasing order of how far rounding carried them
+    beyond the float perturbation (|step| − |change|); pulling component i back
+    by one level lowers the squared norm by 2|step_i| − 1.
+    """
+    step = step.copy()
+    flat, target = step.reshape(-1), levels * levels
+    excess = float(np.sum(flat * flat)) - target
+    magnitude = np.abs(change).reshape(-1)
+    while excess > 0:
+        candidates = np.flatnonzero(flat)
+        order = candidates[np.argsort(-(np.abs(flat[candidates]) - magnitude[candidates]), kind="stable")]
+        gains = 2.0 * np.abs(flat[order]) - 1.0
+        needed = int(np.searchsorted(np.cumsum(gains), excess - 1e-9)) + 1
+        chosen = order[:needed]
+        flat[chosen] -= np.sign(flat[chosen])
+        excess = float(np.sum(flat * flat)) - target
+    return step
 
 
 def achieved_norms(clean: np.ndarray, adversarial: np.ndarray) -> dict[str, float]:

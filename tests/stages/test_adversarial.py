@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from PIL import Image
 pytest.importorskip("torch")
 
 from stages.adversarial import AdversarialParams, AdversarialStage, check_lossless  # noqa: E402
-from stages.adversarial.attacks import quantise_within_budget  # noqa: E402
 from stages.adversarial.transfer import transfer_summary  # noqa: E402
 from stages.base import Batch  # noqa: E402
 from tests.tiny_classifiers import (  # noqa: E402
@@ -92,24 +90,10 @@ def test_l2_attack_respects_budget_after_rounding(models, test_set):
     out, variant = run(stage, images[:24], classes[:24])
     assert variant.config == "pgd-l2-eps1"
     l2 = [np.linalg.norm((a.astype(float) - c.astype(float)) / 255) for a, c in zip(out.images, images)]
-    assert max(l2) <= 1.0 and min(l2) > 0.9
+    assert max(l2) <= 1.0 and min(l2) >= 0.995  # rounding keeps the budget it reached
     assert [s["achieved_l2"] for s in out.shift] == pytest.approx(l2)
     fooled = np.mean([s["on_surrogates"]["surrogate"]["success"] for s in out.shift])
     assert fooled >= 0.8
-
-
-def test_quantisation_projects_back_when_rounding_would_exceed():
-    clean = np.full((4, 4, 3), 100, np.uint8)
-    over = (clean + 4.5) / 255.0  # 4.5 levels rounds up to 5 > floor(4.5)
-    stored, achieved = quantise_within_budget(clean, over, "linf", 4.5 / 255)
-    assert np.all(stored == 104) and achieved["linf_levels"] == 4
-    # L2: 48 components of 0.6 levels round to 1 level each -> norm sqrt(48) > 0.6·sqrt(48)
-    budget = 0.6 * math.sqrt(48) / 255
-    stored, achieved = quantise_within_budget(clean, (clean + 0.6) / 255.0, "l2", budget)
-    assert achieved["l2"] <= budget
-    assert np.all(stored == 100)  # truncation towards the clean image
-    stored, achieved = quantise_within_budget(clean, (clean + 1.4) / 255.0, "l2", 1.4 * math.sqrt(48) / 255)
-    assert np.all(stored == 101)
 
 
 def test_transfer_to_held_out_beats_same_norm_noise(models, test_set):
