@@ -127,6 +127,10 @@ def cross_section_problems(release: BaseModel) -> list[str]:
         if getattr(stage, "requires_lossless", False) and release.output.encoding != "png":
             problems.append(f"output.encoding: shifts.{i} ({spec.stage}) needs lossless output, so "
                             f"'png' is required (got {release.output.encoding!r}); JPEG destroys the shift")
+        if getattr(stage, "requires_exact_pixels", False) and "zarr" in release.output.formats:
+            problems.append(f"output.formats: shifts.{i} ({spec.stage}) stores a budgeted perturbation; the "
+                            "Zarr store resizes every image to output.image_size and rounds again, which "
+                            "breaks the budget, so drop 'zarr' (the WebDataset PNGs hold the exact pixels)")
     if getattr(release, "filters", None) is not None:
         from stages.filters import release_problems
 

@@ -97,6 +97,16 @@ def _work_fingerprint(stage_index: int, stage: Stage) -> dict:
         raise ManifestError(f"shifts.{stage_index} ({stage.name}): {exc}") from None
 
 
+def _check_against_source(stages: list[Stage], source: Source) -> None:
+    """Each stage's own checks against the source (e.g. models vs class names): bad input, exit 2."""
+    description = source.describe()
+    for stage_index, stage in enumerate(stages):
+        try:
+            stage.check_source(description)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ManifestError(f"shifts.{stage_index} ({stage.name}): {exc}") from None
+
+
 def unit_fingerprint(common: str, stage_fp: str, variant: Variant, slice_digest: str) -> str:
     return hashlib.sha256(f"{common}|{stage_fp}|{variant.token()}|{slice_digest}".encode()).hexdigest()
 
@@ -113,6 +123,7 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
     stages = build_stages(release)
     variants = [(si, v) for si, stage in enumerate(stages) for v in stage.variants()]
     _check_unique_configs(variants)
+    _check_against_source(stages, source)
 
     out = release.output
     common = canonical_json({"seed": release.seed, "encoding": out.encoding, "quality": out.jpeg_quality,

@@ -182,6 +182,10 @@ class Stage:
         """sha256 of every model/adapter file this stage uses, by name/path."""
         return {}
 
+    def check_source(self, description: dict[str, Any]) -> None:
+        """Raise ValueError when this stage cannot work on the source `description`
+        (`Source.describe()`, e.g. its class names); called at plan time, before any work."""
+
     def preparations(self) -> list[Preparation]:
         """Jobs whose outputs this stage reads, run before planning (default none)."""
         return []

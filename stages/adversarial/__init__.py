@@ -22,7 +22,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from stages.adversarial.models import ClassifierSpec, ModelLoadError, load_classifier, weight_hashes
+from stages.adversarial.models import (
+    ClassifierSpec,
+    ModelLoadError,
+    check_classifier,
+    load_classifier,
+    weight_hashes,
+)
 from stages.adversarial.transfer import transfer_summary
 from stages.base import Batch, Stage, StageParams, Variant
 
@@ -34,7 +40,8 @@ class AdversarialParams(StageParams):
     surrogates: list[ClassifierSpec] = Field(min_length=1, description="models the attack differentiates")
     held_out: list[ClassifierSpec] = Field(default=[], description="models that only measure transfer")
     labels: list[str] | None = Field(
-        default=None, description="the source's class names by label index; default: the first surrogate's")
+        default=None, description="the source's class names by label index; must equal the source's "
+                                  "classes when it names them; default: the first surrogate's labels")
     norm: Literal["linf", "l2"] = "linf"
     epsilons: list[float] = Field(min_length=1, description="budgets, in epsilon_unit; one variant each")
     epsilon_unit: Literal["uint8", "unit"] = "uint8"
@@ -44,13 +51,23 @@ class AdversarialParams(StageParams):
     random_start: bool = False
     momentum: float = Field(default=0.0, ge=0.0, le=10.0, description="MI-FGSM decay (1.0 typical); 0 = off")
     input_diversity: float = Field(default=0.0, ge=0.0, le=1.0, description="DI probability; 0 = off")
+    diversity_mode: Literal["enlarge", "shrink"] = Field(
+        default="enlarge", description="enlarge: the DI paper (resize to [W, W/scale), mid-grey pad, one "
+                                       "draw per surrogate); shrink: torchattacks (to [scale·W, W), black)")
     diversity_scale: float = Field(default=0.9, gt=0.0, lt=1.0,
-                                   description="DI shrinks to [scale, 1) of size")
-    ti_kernel: int = Field(default=0, ge=0, le=101, description="TI Gaussian kernel width (odd, 15 typical)")
+                                   description="DI size ratio (0.9 ≈ the paper's 299/330)")
+    ti_kernel: int | Literal["auto"] = Field(
+        default=0, description="TI Gaussian kernel width (odd) or auto (≈ 15·W/299, the paper's "
+                               "15 px at 299 px scaled to the image); 0 = off")
     ti_nsig: float = Field(default=3.0, gt=0.0, le=10.0)
-    ensemble: Literal["loss", "logits"] = Field(default="loss", description="average losses or logits")
+    ensemble: Literal["loss", "logits", "random"] = Field(
+        default="loss", description="weighted mean of losses or of logits, or (RAID's random) one "
+                                    "surrogate per step drawn with odds ∝ weight")
     target: int | str | None = Field(default=None,
                                      description="target class index or name; none = untargeted")
+    attack_classes: list[int | str] | None = Field(
+        default=None, description="attack only samples of these classes (names or indices); the others "
+                                  "are stored clean and scored; default: all")
     batch_size: int = Field(default=16, ge=1, le=4096)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     config_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$",
@@ -75,9 +92,9 @@ class AdversarialParams(StageParams):
 
     @field_validator("ti_kernel")
     @classmethod
-    def _odd_kernel(cls, value: int) -> int:
-        if value and (value < 3 or value % 2 == 0):
-            raise ValueError(f"ti_kernel must be 0 (off) or an odd width >= 3, got {value}")
+    def _odd_kernel(cls, value: int | str) -> int | str:
+        if value != "auto" and value and (value < 3 or value % 2 == 0 or value > 101):
+            raise ValueError(f"ti_kernel must be 0 (off), auto or an odd width in 3..101, got {value}")
         return value
 
     @model_validator(mode="after")
@@ -114,6 +131,7 @@ class AdversarialStage(Stage):
     version: ClassVar[str] = "1"
     Params: ClassVar[type[StageParams]] = AdversarialParams
     requires_lossless: ClassVar[bool] = True
+    requires_exact_pixels: ClassVar[bool] = True   # no resized copies (Zarr): they break the budget
     grid_fields: ClassVar[tuple[str, ...]] = ("epsilons",)
 
     def __init__(self, params: AdversarialParams):
@@ -140,9 +158,11 @@ class AdversarialStage(Stage):
             "attack": "pgd", "norm": p.norm, "epsilon": epsilon, "epsilon_unit": p.epsilon_unit,
             "epsilon_pixel": p.pixel(epsilon), "steps": p.steps, "step_size_pixel": p.pixel(step),
             "random_start": p.random_start, "momentum": p.momentum, "input_diversity": p.input_diversity,
-            "diversity_scale": p.diversity_scale, "ti_kernel": p.ti_kernel, "ti_nsig": p.ti_nsig,
-            "ensemble": p.ensemble, "target": p.target,
+            "diversity_mode": p.diversity_mode, "diversity_scale": p.diversity_scale,
+            "ti_kernel": p.ti_kernel, "ti_nsig": p.ti_nsig, "ensemble": p.ensemble, "target": p.target,
+            "attack_classes": p.attack_classes,
             "surrogates": [m.display_name for m in p.surrogates],
+            "weights": {m.display_name: m.weight for m in p.surrogates},
             "held_out": [m.display_name for m in p.held_out],
         }
 
@@ -156,6 +176,24 @@ class AdversarialStage(Stage):
 
     def release_summary(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         return transfer_summary(rows)
+
+    def check_source(self, description: dict[str, Any]) -> None:
+        """Before any work: every model loads and answers a probe with one logit per label, and the
+        label spaces of the source, the stage and the models agree. Raises ValueError."""
+        p = self.params
+        classes = [str(c) for c in description.get("classes") or []]
+        if classes and p.labels is not None and list(p.labels) != classes:
+            raise ValueError(f"labels {p.labels[:10]} differ from the source's classes {classes[:10]} "
+                             "(label i is the source's class i): list them in that order or leave labels out")
+        models = [check_classifier(spec) for spec in [*p.surrogates, *p.held_out]]
+        reference = list(p.labels or classes or models[0].labels)
+        for model in models:
+            model.align_labels(reference)
+        from stages.adversarial.crafting import class_index
+
+        for name, value in [("target", p.target)] + [("attack_classes", c) for c in p.attack_classes or []]:
+            if value is not None:
+                class_index(value, list(p.labels or models[0].labels), name)
 
     def apply(self, batch: Batch, variant: Variant) -> Batch:
         from stages.adversarial.crafting import craft_batch
@@ -183,7 +221,7 @@ class AdversarialStage(Stage):
         held_out = [load_classifier(spec, device) for spec in self.params.held_out]
         labels = self.params.labels or surrogates[0].labels
         for model in [*surrogates, *held_out]:
-            model.align_labels(labels)
+            model.align_labels(labels)   # logits in the stage's label order; samples map by class name
         return {"surrogates": surrogates, "held_out": held_out, "labels": list(labels)}
 
 

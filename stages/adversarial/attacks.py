@@ -3,21 +3,36 @@
 One loop covers the family: projected gradient descent under an L∞ or L2
 budget (optionally from a random start), with three composable transfer
 boosters — momentum on the L1-normalised gradient (MI-FGSM), random
-shrink-and-pad of the input before each forward pass (DI) and a Gaussian
-smoothing of the gradient (TI). The ensemble loss is the mean of per-model
-cross-entropies, or the cross-entropy of the mean logits.
+resize-and-pad of the input before each forward pass (DI) and a Gaussian
+smoothing of the gradient before the momentum update (TI). The ensemble loss
+is the weighted mean of per-model cross-entropies, the cross-entropy of the
+weighted mean logits, or RAID's `random` strategy: each step one surrogate,
+drawn with odds proportional to its weight.
 
-Randomness (random start, DI) comes from one `torch.Generator` per sample,
-drawn on the CPU, so a sample's perturbation does not depend on its batch
-neighbours or on the device. Budgets are in [0,1] pixel units here.
+DI comes in two variants. `enlarge` (the default) is the DI-FGSM paper's:
+resize (nearest neighbour) to a random rnd ∈ [W, W/scale), pad with mid-grey
+to W/scale at a random offset, with probability p, one draw per surrogate per
+step (299 → [299, 330) is scale 299/330). `shrink` is torchattacks': bilinear
+resize to [scale·W, W), black padding back to W, one draw shared by all
+surrogates.
+
+Randomness (random start, DI, the random ensemble) comes from one
+`torch.Generator` per sample, drawn on the CPU, so a sample's perturbation
+does not depend on its batch neighbours or on the device (RAID draws one
+model per step for the whole batch; here each sample draws its own). Draw
+order per step: the random-ensemble pick, then DI's four numbers per
+surrogate (enlarge) or once (shrink). Budgets are in [0,1] pixel units.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+
+GREY = 0.5
 
 
 class BudgetError(Exception):
@@ -33,11 +48,20 @@ class AttackConfig:
     random_start: bool = False
     momentum: float = 0.0          # MI-FGSM decay; 0 disables
     diversity_prob: float = 0.0    # DI probability per step; 0 disables
-    diversity_scale: float = 0.9   # DI shrinks to a random size in [scale, 1) of the input
-    ti_kernel: int = 0             # TI Gaussian kernel width in pixels; 0 disables
+    diversity_mode: Literal["enlarge", "shrink"] = "enlarge"
+    diversity_scale: float = 0.9   # DI size ratio (see the module docstring)
+    ti_kernel: int | str = 0       # TI Gaussian kernel width in pixels, or "auto"; 0 disables
     ti_nsig: float = 3.0           # kernel spans ±nsig standard deviations
-    ensemble: Literal["loss", "logits"] = "loss"
+    ensemble: Literal["loss", "logits", "random"] = "loss"
+    weights: tuple[float, ...] | None = None   # one per surrogate; None = equal
     targeted: bool = False
+
+
+def ti_kernel_width(setting: int | str, width: int) -> int:
+    """The TI kernel for an image `width` px wide: "auto" scales the paper's 15 px at 299 px, odd, >= 3."""
+    if setting != "auto":
+        return int(setting)
+    return max(3, 2 * math.floor(7 * width / 299) + 1)
 
 
 def craft(images: Any, labels: Any, models: list[Any], config: AttackConfig,
@@ -51,11 +75,14 @@ def craft(images: Any, labels: Any, models: list[Any], config: AttackConfig,
 
     delta = _random_start(images, config, generators) if config.random_start else torch.zeros_like(images)
     velocity = torch.zeros_like(images)
-    kernel = _gaussian_kernel(config.ti_kernel, config.ti_nsig, images) if config.ti_kernel else None
+    width = ti_kernel_width(config.ti_kernel, images.shape[-1]) if config.ti_kernel else 0
+    kernel = _gaussian_kernel(width, config.ti_nsig, images) if width else None
+    weights = list(config.weights or [1.0] * len(models))
     for _ in range(config.steps):
         delta.requires_grad_(True)
-        inputs = _diverse(images + delta, config, generators) if config.diversity_prob else images + delta
-        loss = ensemble_loss(models, inputs, labels, config.ensemble)
+        picks = _random_picks(weights, generators) if config.ensemble == "random" else None
+        inputs = _model_inputs(images + delta, len(models), config, generators)
+        loss = ensemble_loss(models, inputs, labels, config.ensemble, weights, picks)
         if config.targeted:
             loss = -loss
         (grad,) = torch.autograd.grad(loss, delta)
@@ -71,14 +98,49 @@ def craft(images: Any, labels: Any, models: list[Any], config: AttackConfig,
     return (images + delta).detach()
 
 
-def ensemble_loss(models: list[Any], inputs: Any, labels: Any, mode: str) -> Any:
+def _model_inputs(x: Any, n_models: int, config: AttackConfig, generators: list[Any]) -> list[Any]:
+    """Each surrogate's input this step: DI draws per surrogate (enlarge) or once for all (shrink)."""
+    if not config.diversity_prob:
+        return [x] * n_models
+    if config.diversity_mode == "shrink":
+        return [diverse_shrink(x, config.diversity_prob, config.diversity_scale, generators)] * n_models
+    return [diverse_enlarge(x, config.diversity_prob, config.diversity_scale, generators)
+            for _ in range(n_models)]
+
+
+def _random_picks(weights: list[float], generators: list[Any]) -> list[int]:
+    """Per sample, the surrogate this step: one uniform draw against the cumulative weights."""
+    import torch
+
+    total, picks = sum(weights), []
+    bounds = np.cumsum(weights) / total
+    for g in generators:
+        u = torch.rand((), generator=g).item()
+        picks.append(min(int(np.searchsorted(bounds, u, side="right")), len(weights) - 1))
+    return picks
+
+
+def ensemble_loss(models: list[Any], inputs: list[Any], labels: Any, mode: str,
+                  weights: list[float] | None = None, picks: list[int] | None = None) -> Any:
     """Summed over the batch, so a sample's gradient does not depend on the batch size."""
+    import torch
     import torch.nn.functional as F
 
+    weights = weights or [1.0] * len(models)
+    total = sum(weights)
+    if mode == "random":
+        chosen = torch.tensor(picks, device=labels.device)
+        loss = 0.0
+        for m, (model, x) in enumerate(zip(models, inputs)):
+            mask = (chosen == m).to(labels.dtype)
+            if mask.any():
+                loss = loss + (F.cross_entropy(logits_of(model, x), labels, reduction="none") * mask).sum()
+        return loss
     if mode == "logits":
-        logits = sum(model(inputs) for model in models) / len(models)
+        logits = sum(w * logits_of(model, x) for w, model, x in zip(weights, models, inputs)) / total
         return F.cross_entropy(logits, labels, reduction="sum")
-    return sum(F.cross_entropy(model(inputs), labels, reduction="sum") for model in models) / len(models)
+    return sum(w * F.cross_entropy(logits_of(model, x), labels, reduction="sum")
+               for w, model, x in zip(weights, models, inputs)) / total
 
 
 def project(delta: Any, norm: str, epsilon: float) -> Any:
@@ -116,23 +178,61 @@ def _random_start(images: Any, config: AttackConfig, generators: list[Any]) -> A
     return (images + delta).clamp(0.0, 1.0) - images
 
 
-def _diverse(images: Any, config: AttackConfig, generators: list[Any]) -> Any:
-    """DI: with probability p, shrink a sample to a random size and pad it back at a random offset.
+def diverse_enlarge(images: Any, prob: float, scale: float, generators: list[Any]) -> list[Any]:
+    """DI-FGSM, per sample: with probability `prob`, nearest-resize to rnd ∈ [W, W/scale) and pad
+    with mid-grey to W/scale at a random offset; otherwise the image unchanged. Sizes then differ
+    within the batch, so this returns a list (see `logits_of`). Every sample draws four numbers
+    whether or not it is transformed (apply, size, top, left)."""
+    import torch
+    import torch.nn.functional as F
 
-    Every sample draws the same four numbers each step whether or not it is
-    transformed, so its random stream never depends on earlier outcomes.
-    """
+    height, width = images.shape[-2:]
+    out_h, out_w = max(height + 1, int(height / scale)), max(width + 1, int(width / scale))
+    out = []
+    for image, g in zip(images, generators):
+        apply, size, top, left = torch.rand(4, generator=g).tolist()
+        if apply >= prob:
+            out.append(image)
+            continue
+        h = height + int(size * (out_h - height))
+        w = width + int(size * (out_w - width))
+        resized = F.interpolate(image[None], size=(h, w), mode="nearest")[0]
+        pad_top, pad_left = int(top * (out_h - h + 1)), int(left * (out_w - w + 1))
+        out.append(F.pad(resized, (pad_left, out_w - w - pad_left, pad_top, out_h - h - pad_top), value=GREY))
+    return out
+
+
+def logits_of(model: Any, x: Any) -> Any:
+    """`model(x)` for a batch tensor, or for a list of differently sized images (grouped by size)."""
+    import torch
+
+    if not isinstance(x, list):
+        return model(x)
+    groups: dict[tuple, list[int]] = {}
+    for i, image in enumerate(x):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    parts, order = [], []
+    for members in groups.values():
+        parts.append(model(torch.stack([x[i] for i in members])))
+        order.extend(members)
+    logits = torch.cat(parts)
+    return logits[torch.tensor(order, device=logits.device).argsort()]
+
+
+def diverse_shrink(images: Any, prob: float, scale: float, generators: list[Any]) -> Any:
+    """torchattacks-style DI: with probability `prob`, shrink (bilinear) to [scale, 1) of the size
+    and pad back with black at a random offset. Four draws per sample, transformed or not."""
     import torch
     import torch.nn.functional as F
 
     height, width = images.shape[-2:]
     out = []
     for image, g in zip(images, generators):
-        apply, scale, top, left = torch.rand(4, generator=g).tolist()
-        if apply >= config.diversity_prob:
+        apply, size, top, left = torch.rand(4, generator=g).tolist()
+        if apply >= prob:
             out.append(image)
             continue
-        factor = config.diversity_scale + (1.0 - config.diversity_scale) * scale
+        factor = scale + (1.0 - scale) * size
         h, w = max(1, round(height * factor)), max(1, round(width * factor))
         small = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         pad_top, pad_left = int(top * (height - h + 1)), int(left * (width - w + 1))

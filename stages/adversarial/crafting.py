@@ -2,7 +2,11 @@
 
 Samples are grouped by image shape (sources may mix sizes) and cut into
 chunks of `batch_size`; a chunk that fails (e.g. out of device memory) turns
-its samples into error rows and the rest of the batch goes on.
+its samples into error rows and the rest of the batch goes on. A sample's
+class is its source class name when the source names it (so a model's label
+order never matters), else its label index. With `attack_classes`, samples of
+other classes are stored unchanged but evaluated and scored like the rest
+(`attacked: false`), so detection metrics see both classes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from stages.adversarial.attacks import AttackConfig, BudgetError, craft, quantise_within_budget
+from stages.adversarial.models import GENERIC_LABEL
 from stages.base import Batch
 
 
@@ -26,15 +31,17 @@ def craft_batch(batch: Batch, variant_params: dict[str, Any], models: dict[str, 
             batch.fail(i, f"adversarial: {exc}")
         return
     config = attack_config(variant_params, targeted=target is not None)
+    attacked = None if params.attack_classes is None else {
+        class_index(c, labels, "attack_classes") for c in params.attack_classes}
     prepared: dict[int, tuple[np.ndarray, int]] = {}
     for i in batch.ok_indices():
         try:
-            prepared[i] = (clean_pixels(batch.images[i]), class_index(batch.labels[i], labels, "label"))
+            prepared[i] = (clean_pixels(batch.images[i]), sample_class(batch, i, labels))
         except ValueError as exc:
             batch.fail(i, f"adversarial: {exc}")
     for chunk in same_shape_chunks(prepared, params.batch_size):
         try:
-            _attack_chunk(batch, chunk, prepared, models, config, target, device)
+            _attack_chunk(batch, chunk, prepared, models, config, target, device, attacked)
         except RuntimeError as exc:  # torch reports out-of-memory and kernel failures this way
             for i in chunk:
                 batch.fail(i, f"adversarial: attack failed on this chunk: {str(exc)[:300]}")
@@ -45,8 +52,19 @@ def attack_config(variant_params: dict[str, Any], targeted: bool) -> AttackConfi
     return AttackConfig(norm=v["norm"], epsilon=v["epsilon_pixel"], steps=v["steps"],
                         step_size=v["step_size_pixel"], random_start=v["random_start"],
                         momentum=v["momentum"], diversity_prob=v["input_diversity"],
-                        diversity_scale=v["diversity_scale"], ti_kernel=v["ti_kernel"],
-                        ti_nsig=v["ti_nsig"], ensemble=v["ensemble"], targeted=targeted)
+                        diversity_mode=v["diversity_mode"], diversity_scale=v["diversity_scale"],
+                        ti_kernel=v["ti_kernel"], ti_nsig=v["ti_nsig"], ensemble=v["ensemble"],
+                        weights=tuple(v["weights"][name] for name in v["surrogates"]), targeted=targeted)
+
+
+def sample_class(batch: Batch, i: int, labels: list[str]) -> int:
+    """Sample i's class as an index into `labels`: by the source's class name when it has one."""
+    name = (batch.meta[i] or {}).get("class_name")
+    if name is not None and str(name) in labels:
+        return labels.index(str(name))
+    if name is not None and not any(GENERIC_LABEL.match(str(label)) for label in labels):
+        raise ValueError(f"class {name!r} is not a class of the models ({', '.join(labels[:10])})")
+    return class_index(batch.labels[i], labels, "label")
 
 
 def class_index(label: Any, labels: list[str], what: str) -> int:
@@ -93,15 +111,19 @@ def same_shape_chunks(prepared: dict[int, tuple[np.ndarray, int]], size: int) ->
 
 
 def _attack_chunk(batch: Batch, chunk: list[int], prepared: dict[int, tuple[np.ndarray, int]],
-                  models: dict[str, Any], config: AttackConfig, target: int | None, device: str) -> None:
+                  models: dict[str, Any], config: AttackConfig, target: int | None, device: str,
+                  attacked: set[int] | None) -> None:
     import torch
 
     clean = np.stack([prepared[i][0] for i in chunk])
     true = torch.tensor([prepared[i][1] for i in chunk], device=device)
     aim = true if target is None else torch.full_like(true, target)
-    generators = [torch.Generator().manual_seed(batch.seeds[i]) for i in chunk]
-    adversarial = craft(to_tensor(clean, device), aim, models["surrogates"], config, generators)
-    adversarial = adversarial.permute(0, 2, 3, 1).cpu().numpy()
+    chosen = [j for j, i in enumerate(chunk) if attacked is None or prepared[i][1] in attacked]
+    adversarial = clean.astype(np.float32) / 255.0
+    if chosen:
+        generators = [torch.Generator().manual_seed(batch.seeds[chunk[j]]) for j in chosen]
+        crafted = craft(to_tensor(clean[chosen], device), aim[chosen], models["surrogates"], config, generators)
+        adversarial[chosen] = crafted.permute(0, 2, 3, 1).cpu().numpy()
 
     stored, norms, kept = [], [], []
     for j, i in enumerate(chunk):
@@ -120,8 +142,16 @@ def _attack_chunk(batch: Batch, chunk: list[int], prepared: dict[int, tuple[np.n
         i = chunk[j]
         batch.images[i] = stored[slot].reshape(np.shape(batch.images[i]))
         batch.shift[i] = _record(evaluation, slot, prepared[i][1], target, norms[slot], config.epsilon)
+        batch.shift[i]["attacked"] = j in chosen
+        batch.shift[i]["generator"] = generator_of(batch.meta[i])
         fooled = [r["success"] for r in batch.shift[i]["on_surrogates"].values()]
         batch.scores[i] = {**batch.scores[i], "surrogate_success": sum(fooled) / len(fooled)}
+
+
+def generator_of(meta: dict[str, Any] | None) -> str | None:
+    """The generator sub-folder of a folder source's class/generator/file path (RAID's layout)."""
+    parts = str((meta or {}).get("path", "")).split("/")
+    return parts[1] if len(parts) >= 3 else None
 
 
 def to_tensor(images: np.ndarray, device: str) -> Any:
@@ -130,20 +160,24 @@ def to_tensor(images: np.ndarray, device: str) -> Any:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(device).float().div(255.0)
 
 
-def evaluate(models: dict[str, Any], clean: Any, adversarial: Any) -> dict[str, dict[str, list[int]]]:
-    """Clean and adversarial predictions of every model, by role and name."""
+def evaluate(models: dict[str, Any], clean: Any, adversarial: Any) -> dict[str, dict[str, Any]]:
+    """Clean and adversarial predictions and class probabilities of every model, by role and name."""
     import torch
 
-    out: dict[str, dict[str, list[int]]] = {}
+    out: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
         for role in ("surrogates", "held_out"):
             for model in models[role]:
-                out[f"{role}/{model.name}"] = {"clean": model(clean).argmax(1).tolist(),
-                                               "adversarial": model(adversarial).argmax(1).tolist()}
+                clean_p = torch.softmax(model(clean).double(), 1)
+                adv_p = torch.softmax(model(adversarial).double(), 1)
+                out[f"{role}/{model.name}"] = {
+                    "clean": clean_p.argmax(1).tolist(), "adversarial": adv_p.argmax(1).tolist(),
+                    "clean_probs": clean_p.cpu().numpy().round(6).tolist(),
+                    "adversarial_probs": adv_p.cpu().numpy().round(6).tolist()}
     return out
 
 
-def _record(evaluation: dict[str, dict[str, list[int]]], slot: int, label: int, target: int | None,
+def _record(evaluation: dict[str, dict[str, Any]], slot: int, label: int, target: int | None,
             achieved: dict[str, float], epsilon: float) -> dict[str, Any]:
     record: dict[str, Any] = {
         "label_index": label, "target_index": target, "epsilon_pixel": epsilon,
@@ -154,5 +188,6 @@ def _record(evaluation: dict[str, dict[str, list[int]]], slot: int, label: int, 
         clean, adv = preds["clean"][slot], preds["adversarial"][slot]
         success = adv == target if target is not None else adv != label
         record["on_surrogates" if role == "surrogates" else "on_held_out"][name] = {
-            "clean": clean, "adversarial": adv, "success": bool(success)}
+            "clean": clean, "adversarial": adv, "success": bool(success),
+            "clean_probs": preds["clean_probs"][slot], "adversarial_probs": preds["adversarial_probs"][slot]}
     return record

@@ -9,9 +9,13 @@ Three on-disk forms are read, all without executing pickled Python:
   input size, mean, std and the label names.
 
 Every classifier takes images in [0,1] pixel space at their own resolution and
-applies its preprocessing (resize, channel adaptation, normalisation) inside
-the autograd graph, so attacks perturb pixels, never normalised tensors.
-Models load lazily, once per worker process (a module-level cache by path).
+applies its preprocessing (resize or not, centre crop, channel adaptation,
+normalisation; see `preprocessing`) inside the autograd graph, so attacks
+perturb pixels, never normalised tensors. A single-logit detector (one logit x
+for the second class, as AI-generated-image detectors often are) is read as
+the two logits [−x, x], as RAID does. Models load lazily, once per worker
+process (a module-level cache by path); `check_classifier` loads one and runs a
+probe forward pass so a bad file or a wrong label count is found before work.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from stages.adversarial.preprocessing import Preprocessing, from_processor_config
+
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".jit")
 GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 
@@ -34,8 +38,10 @@ _MODELS: dict[tuple, Any] = {}          # per-process cache: (path, format, devi
 _HASHES: dict[tuple, dict[str, str]] = {}  # (path, sizes, mtimes) -> {file: sha256}
 
 
-class ModelLoadError(Exception):
-    """A classifier that cannot be used: missing files, unreadable weights, bad declarations."""
+class ModelLoadError(ValueError):
+    """A classifier that cannot be used: missing files, unreadable weights, bad declarations.
+
+    A ValueError, so that planning reports it as bad input (exit 2) before any work."""
 
 
 class ClassifierSpec(BaseModel):
@@ -49,7 +55,18 @@ class ClassifierSpec(BaseModel):
     format: Literal["auto", "transformers", "export", "torchscript"] = "auto"
     input_size: tuple[int, int] | None = Field(
         default=None, description="(height, width) the model expects; required unless a transformers "
-                                  "directory has a preprocessor_config.json")
+                                  "directory has a preprocessor_config.json, or resize is none")
+    resize: Literal["exact", "shortest_edge", "none"] | None = Field(
+        default=None, description="exact: to input_size (default); shortest_edge: shorter side to "
+                                  "shortest_edge keeping the aspect; none: as stored")
+    shortest_edge: int | None = Field(default=None, ge=1, description="for resize: shortest_edge")
+    crop: tuple[int, int] | None = Field(default=None, description="centre crop (height, width) after "
+                                                                    "resizing, torchvision convention")
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
+        default=None, description="resize filter (default bilinear, or the processor's resample)")
+    single_logit: bool = Field(default=False, description="one logit x for labels[1]; read as [−x, x]")
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0, description="weight in the ensemble loss "
+                                                                        "(random ensemble: pick odds)")
     mean: tuple[float, ...] | None = Field(default=None, description="per-channel mean on [0,1] pixels")
     std: tuple[float, ...] | None = Field(default=None, description="per-channel std on [0,1] pixels")
     channels: Literal[1, 3] | None = Field(default=None, description="input channels (default 3)")
@@ -61,6 +78,13 @@ class ClassifierSpec(BaseModel):
     def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
         if value is not None and min(value) < 1:
             raise ValueError(f"input_size must be two positive ints (height, width), got {value}")
+        return value
+
+    @field_validator("crop")
+    @classmethod
+    def _positive_crop(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"crop must be two positive ints (height, width), got {value}")
         return value
 
     @field_validator("std")
@@ -100,7 +124,8 @@ def weight_files(spec: ClassifierSpec) -> list[Path]:
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         raise ModelLoadError(f"{path} holds no *.safetensors weights (only safetensors are loaded)")
-    return [path / "config.json", *weights]
+    processor = [path / "preprocessor_config.json"] if (path / "preprocessor_config.json").is_file() else []
+    return [path / "config.json", *processor, *weights]
 
 
 def weight_hashes(spec: ClassifierSpec) -> dict[str, str]:
@@ -133,9 +158,29 @@ def load_classifier(spec: ClassifierSpec, device: str) -> Classifier:
         except ModelLoadError:
             raise
         except Exception as exc:  # torch/transformers raise many kinds; all mean "unusable model"
-            raise ModelLoadError(f"cannot load {fmt} model {spec.path}: {type(exc).__name__}: {exc}") from exc
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise ModelLoadError(f"cannot load {fmt} model {spec.path}: {type(exc).__name__}: "
+                                 f"{first_line}") from exc
     network, declared = _MODELS[cache_key]
-    return Classifier(spec.display_name, network, _preprocessing(spec, declared), device)
+    labels, prep = _preprocessing(spec, declared)
+    return Classifier(spec.display_name, network, prep, labels, spec.single_logit, spec.weight)
+
+
+def check_classifier(spec: ClassifierSpec) -> Classifier:
+    """Load `spec` on the CPU and run one probe forward pass; raise ModelLoadError on any problem."""
+    import torch
+
+    model = load_classifier(spec, "cpu")
+    height, width = model.prep.probe_size()
+    try:
+        with torch.no_grad():
+            raw = model.network(model.prep(torch.full((1, model.prep.channels, height, width), 0.5)))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the declarations do not fit
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ModelLoadError(f"model {model.name!r} fails on a {height}×{width} input: "
+                             f"{type(exc).__name__}: {first_line}") from None
+    model.check_logits(raw)
+    return model
 
 
 def _load_transformers(spec: ClassifierSpec, device: str) -> tuple[Any, dict[str, Any]]:
@@ -143,7 +188,7 @@ def _load_transformers(spec: ClassifierSpec, device: str) -> tuple[Any, dict[str
 
     model = AutoModelForImageClassification.from_pretrained(spec.path, use_safetensors=True)
     model = model.to(device).eval().requires_grad_(False)  # attacks need input gradients only
-    declared = _processor_config(Path(spec.path))
+    declared = _processor_config(Path(spec.path), spec.interpolation is not None)
     declared["channels"] = getattr(model.config, "num_channels", 3)
     id2label = {int(k): v for k, v in (model.config.id2label or {}).items()}
     declared["labels"] = [id2label.get(i, f"LABEL_{i}") for i in range(model.config.num_labels)]
@@ -170,60 +215,73 @@ def _load_torchscript(spec: ClassifierSpec, device: str) -> tuple[Any, dict[str,
     return module, {}
 
 
-def _processor_config(model_dir: Path) -> dict[str, Any]:
-    """Input size, mean and std from a transformers `preprocessor_config.json`, when present."""
+def _processor_config(model_dir: Path, interpolation_declared: bool) -> dict[str, Any]:
+    """Preprocessing from a transformers `preprocessor_config.json`, when present."""
     path = model_dir / "preprocessor_config.json"
     if not path.is_file():
         return {}
-    config = json.loads(path.read_text())
-    size = config.get("crop_size") if config.get("do_center_crop") else None
-    size = size or config.get("size")
-    if isinstance(size, int):
-        size = {"height": size, "width": size}
-    declared: dict[str, Any] = {}
-    if isinstance(size, dict) and "height" in size and "width" in size:
-        declared["input_size"] = (int(size["height"]), int(size["width"]))
-    elif isinstance(size, dict) and "shortest_edge" in size:
-        declared["input_size"] = (int(size["shortest_edge"]),) * 2
-    if config.get("do_normalize", True):
-        declared["mean"] = tuple(config.get("image_mean", IMAGENET_MEAN))
-        declared["std"] = tuple(config.get("image_std", IMAGENET_STD))
-    else:
-        declared["mean"], declared["std"] = (0.0,), (1.0,)
-    return declared
+    try:
+        config = json.loads(path.read_text())
+        return from_processor_config(config, interpolation_declared)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
 
 
-def _preprocessing(spec: ClassifierSpec, declared: dict[str, Any]) -> dict[str, Any]:
+def _preprocessing(spec: ClassifierSpec, declared: dict[str, Any]) -> tuple[list[str], Preprocessing]:
     """The manifest's declarations win over what the model files say."""
     pick = lambda field, default=None: (getattr(spec, field) if getattr(spec, field) is not None  # noqa: E731
                                         else declared.get(field, default))
-    prep = {"input_size": pick("input_size"), "mean": pick("mean", (0.0,)), "std": pick("std", (1.0,)),
-            "channels": pick("channels", 3), "labels": pick("labels")}
-    if prep["input_size"] is None:
-        raise ModelLoadError(f"{spec.path}: input_size is not declared (set input_size: [height, width] "
-                             "in the manifest or ship a preprocessor_config.json)")
-    if prep["labels"] is None:
+    resize, size = _resize_of(spec, declared)
+    labels = pick("labels")
+    if labels is None:
         raise ModelLoadError(f"{spec.path}: labels are not declared (set labels: [names in logit order])")
+    crop, rounding = (spec.crop, "round") if spec.crop is not None else (declared.get("crop"),
+                                                                         declared.get("crop_rounding", "round"))
+    prep = Preprocessing(resize=resize, size=size,
+                         crop=tuple(crop) if crop is not None else None, crop_rounding=rounding,
+                         interpolation=pick("interpolation", "bilinear"), mean=tuple(pick("mean", (0.0,))),
+                         std=tuple(pick("std", (1.0,))), channels=pick("channels", 3))
     for field in ("mean", "std"):
-        if len(prep[field]) not in (1, prep["channels"]):
-            raise ModelLoadError(f"{spec.path}: {field} has {len(prep[field])} values, expected 1 or "
-                                 f"{prep['channels']} (one per input channel)")
-    return prep
+        if len(getattr(prep, field)) not in (1, prep.channels):
+            raise ModelLoadError(f"{spec.path}: {field} has {len(getattr(prep, field))} values, expected 1 or "
+                                 f"{prep.channels} (one per input channel)")
+    if spec.single_logit and len(labels) != 2:
+        raise ModelLoadError(f"{spec.path}: single_logit needs exactly 2 labels (negative, positive), "
+                             f"got {len(labels)}")
+    return list(labels), prep
+
+
+def _resize_of(spec: ClassifierSpec, declared: dict[str, Any]) -> tuple[str, Any]:
+    """(resize mode, size): the manifest's mode and sizes win; the processor config fills the gaps."""
+    if spec.resize is not None:
+        resize = spec.resize
+    elif spec.input_size is not None:
+        resize = "exact"
+    elif spec.shortest_edge is not None:
+        resize = "shortest_edge"
+    else:
+        resize = declared.get("resize", "exact")
+    from_config = declared.get("size") if declared.get("resize") == resize else None
+    manifest = {"exact": spec.input_size, "shortest_edge": spec.shortest_edge}.get(resize)
+    size = manifest if manifest is not None else from_config
+    if resize != "none" and size is None:
+        wanted = "shortest_edge: N" if resize == "shortest_edge" else "input_size: [height, width]"
+        raise ModelLoadError(f"{spec.path}: the input size is not declared (set {wanted} in the manifest, "
+                             "resize: none, or ship a preprocessor_config.json)")
+    return resize, tuple(size) if isinstance(size, (list, tuple)) else size
 
 
 class Classifier:
     """A network plus its preprocessing: logits for [0,1] images of any size, differentiably."""
 
-    def __init__(self, name: str, network: Any, prep: dict[str, Any], device: str):
-        import torch
-
+    def __init__(self, name: str, network: Any, prep: Preprocessing, labels: list[str],
+                 single_logit: bool = False, weight: float = 1.0):
         self.name = name
         self.network = network
-        self.labels: list[str] = list(prep["labels"])
-        self.input_size: tuple[int, int] = tuple(prep["input_size"])
-        self.channels: int = prep["channels"]
-        self.mean = torch.tensor(prep["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(prep["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.prep = prep
+        self.labels = labels
+        self.single_logit = single_logit
+        self.weight = weight
         self.order: Any = None  # logit permutation into the source's label order
 
     def align_labels(self, source_labels: list[str]) -> None:
@@ -239,7 +297,7 @@ class Classifier:
                     f"expected {len(source_labels)} classes {source_labels[:10]}, got {len(self.labels)}; "
                     f"missing {missing[:10]}, extra {extra[:10]}")
             index = [self.labels.index(name) for name in source_labels]
-            self.order = torch.tensor(index, device=self.mean.device)
+            self.order = None if index == list(range(len(index))) else torch.tensor(index)
         elif len(self.labels) != len(source_labels):
             raise ModelLoadError(f"model {self.name!r} has {len(self.labels)} classes, "
                                  f"expected {len(source_labels)} (the source's label count)")
@@ -247,20 +305,21 @@ class Classifier:
     def has_named_labels(self) -> bool:
         return _all_named(self.labels)
 
-    def __call__(self, images: Any) -> Any:
-        import torch.nn.functional as F
+    def check_logits(self, raw: Any) -> None:
+        """Raise unless the network's raw output has one logit per declared label (1 if single_logit)."""
+        expected = 1 if self.single_logit else len(self.labels)
+        if raw.dim() != 2 or raw.shape[-1] != expected:
+            what = "a single logit" if self.single_logit else f"{len(self.labels)} logits (one per label)"
+            raise ModelLoadError(f"model {self.name!r} outputs shape {tuple(raw.shape)} per batch, expected "
+                                 f"{what}; declared labels {self.labels[:10]}")
 
-        x = images
-        if x.shape[-2:] != self.input_size:
-            shrinking = x.shape[-2] > self.input_size[0] or x.shape[-1] > self.input_size[1]
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False,
-                              antialias=shrinking)
-        if x.shape[1] == 1 and self.channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        elif x.shape[1] == 3 and self.channels == 1:
-            x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        logits = self.network((x - self.mean) / self.std)
-        return logits if self.order is None else logits[:, self.order]
+    def __call__(self, images: Any) -> Any:
+        import torch
+
+        raw = self.network(self.prep(images))
+        self.check_logits(raw)
+        logits = torch.cat([-raw, raw], dim=-1) if self.single_logit else raw
+        return logits if self.order is None else logits[:, self.order.to(logits.device)]
 
 
 def _all_named(labels: list[str]) -> bool:
