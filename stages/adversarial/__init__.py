@@ -65,6 +65,9 @@ class AdversarialParams(StageParams):
                                     "surrogate per step drawn with odds ∝ weight")
     target: int | str | None = Field(default=None,
                                      description="target class index or name; none = untargeted")
+    positive_class: int | str | None = Field(
+        default=None, description="a detector's positive class (e.g. fake): adds AUC, AP and F1 per "
+                                  "model, per generator, to the release summary")
     attack_classes: list[int | str] | None = Field(
         default=None, description="attack only samples of these classes (names or indices); the others "
                                   "are stored clean and scored; default: all")
@@ -160,7 +163,7 @@ class AdversarialStage(Stage):
             "random_start": p.random_start, "momentum": p.momentum, "input_diversity": p.input_diversity,
             "diversity_mode": p.diversity_mode, "diversity_scale": p.diversity_scale,
             "ti_kernel": p.ti_kernel, "ti_nsig": p.ti_nsig, "ensemble": p.ensemble, "target": p.target,
-            "attack_classes": p.attack_classes,
+            "attack_classes": p.attack_classes, "positive_class": p.positive_class,
             "surrogates": [m.display_name for m in p.surrogates],
             "weights": {m.display_name: m.weight for m in p.surrogates},
             "held_out": [m.display_name for m in p.held_out],
@@ -191,7 +194,8 @@ class AdversarialStage(Stage):
             model.align_labels(reference)
         from stages.adversarial.crafting import class_index
 
-        for name, value in [("target", p.target)] + [("attack_classes", c) for c in p.attack_classes or []]:
+        checked = [("target", p.target), ("positive_class", p.positive_class)]
+        for name, value in checked + [("attack_classes", c) for c in p.attack_classes or []]:
             if value is not None:
                 class_index(value, list(p.labels or models[0].labels), name)
 

@@ -26,13 +26,15 @@ def craft_batch(batch: Batch, variant_params: dict[str, Any], models: dict[str, 
     labels = models["labels"]
     try:
         target = None if params.target is None else class_index(params.target, labels, "target")
+        positive = None if params.positive_class is None else class_index(params.positive_class, labels,
+                                                                            "positive_class")
+        attacked = None if params.attack_classes is None else {
+            class_index(c, labels, "attack_classes") for c in params.attack_classes}
     except ValueError as exc:
         for i in batch.ok_indices():
             batch.fail(i, f"adversarial: {exc}")
         return
     config = attack_config(variant_params, targeted=target is not None)
-    attacked = None if params.attack_classes is None else {
-        class_index(c, labels, "attack_classes") for c in params.attack_classes}
     prepared: dict[int, tuple[np.ndarray, int]] = {}
     for i in batch.ok_indices():
         try:
@@ -45,6 +47,8 @@ def craft_batch(batch: Batch, variant_params: dict[str, Any], models: dict[str, 
         except RuntimeError as exc:  # torch reports out-of-memory and kernel failures this way
             for i in chunk:
                 batch.fail(i, f"adversarial: attack failed on this chunk: {str(exc)[:300]}")
+    for i in batch.ok_indices():
+        batch.shift[i]["positive_index"] = positive
 
 
 def attack_config(variant_params: dict[str, Any], targeted: bool) -> AttackConfig:
