@@ -215,7 +215,7 @@ def write_report(release: str | Path, out: str | Path, examples: int = 12) -> Re
             grids.append(plot_grid(picked, f"{kind} examples", assets / f"{kind}.png"))
     sections = {"counts": counts, "recorded": view.provenance.get("counts"),
                 "acceptance": acceptance(view.samples), "causes": rejection_causes(view.samples),
-                "thresholds": view.thresholds,
+                "thresholds": view.thresholds, "adversarial": adversarial_table(view.provenance),
                 "histograms": histograms, "grids": grids}
     name = view.provenance.get("release", {}).get("name", view.root.name)
     out.write_text(render_html(name, sections, out.parent))
@@ -250,6 +250,10 @@ def render_markdown(name: str, sections: dict, base: Path) -> str:
     lines += [f"- {cause}: {n}" for cause, n in sections["causes"].most_common()] or ["- none"]
     lines += ["", "## Thresholds", ""]
     lines += [f"- {n}: {_bounds(t)}" for n, t in sorted(sections["thresholds"].items())] or ["- none"]
+    adv_header, adv_rows = sections.get("adversarial") or ([], [])
+    if adv_rows:
+        lines += ["", "## Adversarial transfer", "", "| " + " | ".join(adv_header) + " |",
+                  "|" + "---|" * len(adv_header)] + ["| " + " | ".join(r) + " |" for r in adv_rows]
     lines += [""] + [f"![{p.stem}]({p.relative_to(base).as_posix()})" for p in
                      sections["histograms"] + sections["grids"]]
     return "\n".join(lines) + "\n"
@@ -284,7 +288,32 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} img{{max-width:1
 <h2>Acceptance by shift and level</h2>{_html_table(*_acceptance_rows(sections["acceptance"]))}
 <h2>Rejections by cause</h2>{_html_table(["cause", "samples"], causes)}
 <h2>Thresholds</h2>{_html_table(["score", "passes when"], thresholds)}
-<h2>Score distributions</h2>{images}
+{_adversarial_html(sections)}<h2>Score distributions</h2>{images}
 <h2>Examples</h2>{grids}
 </body></html>
 """
+
+
+ADVERSARIAL_COLUMNS = ("clean_accuracy", "adversarial_accuracy", "success_rate", "success_rate_off_target")
+DETECTION_COLUMNS = ("auc", "ap", "f1")
+
+
+def adversarial_table(provenance: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per config and model, the adversarial stage's rates and (with a positive class) the
+    detection metrics on the stored images over all samples, from provenance extras."""
+    configs = ((provenance.get("extras") or {}).get("adversarial") or {}).get("configs") or {}
+    header = ["config", "model", *ADVERSARIAL_COLUMNS, *(f"adv {m}" for m in DETECTION_COLUMNS)]
+    rows = []
+    for config, summary in sorted(configs.items()):
+        for role in ("surrogates", "held_out"):
+            for name, rates in sorted((summary.get(role) or {}).items()):
+                detection = ((rates.get("detection") or {}).get("adversarial") or {}).get("all") or {}
+                cells = [rates.get(c) for c in ADVERSARIAL_COLUMNS] + [detection.get(m) for m in DETECTION_COLUMNS]
+                rows.append([config, f"{name} ({'surrogate' if role == 'surrogates' else 'held-out'})"]
+                            + ["–" if v is None else f"{v:.3f}" for v in cells])
+    return header, rows
+
+
+def _adversarial_html(sections: dict) -> str:
+    header, rows = sections.get("adversarial") or ([], [])
+    return f"<h2>Adversarial transfer</h2>{_html_table(header, rows)}" if rows else ""

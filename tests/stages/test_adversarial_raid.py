@@ -1,0 +1,179 @@
+"""RAID's setting: single-logit AI-image detectors, only fakes attacked towards "real", detection
+metrics per detector and generator; preprocessing as the detectors were trained."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from stages.adversarial.detection import average_precision, detection_metrics, f1, roc_auc  # noqa: E402
+from stages.adversarial.models import Classifier  # noqa: E402
+from stages.adversarial.preprocessing import (  # noqa: E402
+    Preprocessing,
+    center_crop,
+    from_processor_config,
+    shortest_edge_size,
+)
+from stages.adversarial.transfer import transfer_summary  # noqa: E402
+from tests.tiny_classifiers import save_scripted  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_detection_metrics_exact_small_cases():
+    truth = [1, 1, 0, 0, 1]
+    score = [0.9, 0.4, 0.4, 0.2, 0.7]
+    # pairs (pos, neg): 0.9>0.4, 0.9>0.2, 0.4=0.4 (½), 0.4>0.2, 0.7>0.4, 0.7>0.2 -> 5.5 / 6
+    assert roc_auc(np.array(truth), np.array(score)) == pytest.approx(5.5 / 6)
+    # thresholds 0.9: P=1 R=1/3; 0.7: P=1 R=2/3; 0.4: P=3/4 R=1 -> 1/3 + 1/3 + 1/3·3/4
+    assert average_precision(np.array(truth), np.array(score)) == pytest.approx(1 / 3 + 1 / 3 + 0.25)
+    assert f1(np.array(truth), np.array([1, 0, 1, 0, 1])) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    metrics = detection_metrics([bool(t) for t in truth], score, [s > 0.5 for s in score])
+    assert metrics["accuracy"] == pytest.approx(0.8) and metrics["positives"] == 3
+    # RAID scores thresholded predictions: [1,0,0,0,1] -> AUC (2·2 + 1·2·½)/6
+    assert metrics["auc_thresholded"] == pytest.approx(5 / 6, abs=1e-6)
+    assert roc_auc(np.array([1, 1]), np.array([0.2, 0.3])) is None
+
+
+def row(label, target, clean, adv, attacked=True):
+    record = {"clean": clean, "adversarial": adv, "success": adv == target}
+    return {"config": "c", "status": "ok", "shift": {"label_index": label, "target_index": target,
+                                                     "attacked": attacked, "achieved_linf": 0.1,
+                                                     "achieved_l2": 1.0, "on_surrogates": {"m": record},
+                                                     "on_held_out": {}}}
+
+
+def test_targeted_rates_exclude_samples_already_in_the_target_class():
+    rows = [row(0, 0, 0, 0), row(0, 0, 0, 0), row(1, 0, 1, 0), row(1, 0, 1, 1), row(2, 0, 2, 2, attacked=False)]
+    rates = transfer_summary(rows)["configs"]["c"]
+    assert rates["attacked"] == 4 and rates["counts"]["ok"] == 5
+    m = rates["surrogates"]["m"]
+    assert m["success_rate"] == 0.75                       # raw: two samples were already "real"
+    assert m["success_rate_off_target"] == 0.5 and m["samples_off_target"] == 2
+    assert m["samples"] == 4                               # the unattacked sample is not a trial
+
+
+def test_hf_processor_semantics_match_transformers():
+    from transformers.image_transforms import center_crop as hf_center_crop
+    from transformers.image_transforms import get_resize_output_image_size
+
+    for height, width in ((30, 50), (50, 30), (33, 33)):
+        image = np.zeros((height, width, 3), np.uint8)
+        assert shortest_edge_size(height, width, 24) == get_resize_output_image_size(
+            image, 24, default_to_square=False, input_data_format="channels_last")
+    grid = np.arange(3 * 9 * 12, dtype=np.float32).reshape(3, 9, 12)
+    for size in ((4, 5), (6, 6), (11, 14)):
+        ours = center_crop(torch.from_numpy(grid)[None], size, "floor")[0].numpy()
+        theirs = hf_center_crop(grid, size, data_format="channels_first", input_data_format="channels_first")
+        assert np.array_equal(ours, theirs), size
+    # torchvision's CenterCrop: top = round((h - ch) / 2) -> (9 - 4) / 2 = 2.5 -> 2 (half to even)
+    assert center_crop(torch.from_numpy(grid)[None], (4, 5), "round")[0, 0, 0, 0] == grid[0, 2, 4]
+
+
+def test_processor_configs_become_the_trained_pipeline():
+    clip = {"do_resize": True, "size": {"shortest_edge": 40}, "do_center_crop": True,
+            "crop_size": {"height": 32, "width": 32}, "resample": 3, "image_mean": [0.5] * 3,
+            "image_std": [0.25] * 3}
+    declared = from_processor_config(clip)
+    assert declared == {"resize": "shortest_edge", "size": 40, "crop": (32, 32), "crop_rounding": "floor",
+                        "interpolation": "bicubic", "mean": (0.5,) * 3, "std": (0.25,) * 3}
+    assert from_processor_config({"do_resize": False, "do_normalize": False})["resize"] == "none"
+    with pytest.raises(ValueError, match="resample=1"):
+        from_processor_config({"resample": 1})
+    prep = Preprocessing(resize="shortest_edge", size=40, crop=(32, 32), crop_rounding="floor",
+                         interpolation="bicubic", mean=(0.0,), std=(1.0,), channels=3)
+    assert prep(torch.rand(2, 3, 60, 90)).shape == (2, 3, 32, 32)  # 60×90 -> 40×60 -> crop
+    keep = Preprocessing(resize="none", size=None, crop=None, crop_rounding="round", interpolation="bilinear",
+                         mean=(0.0,), std=(1.0,), channels=3)
+    x = torch.rand(1, 3, 17, 23)
+    assert torch.equal(keep(x), x)
+
+
+def brightness_detector(weight: float = 10.0) -> torch.nn.Module:
+    """One logit, positive ("fake") when the mean pixel is above 0.5."""
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1))
+    with torch.no_grad():
+        net[-1].weight.fill_(weight / 3)
+        net[-1].bias.fill_(-weight / 2)
+    return net.eval()
+
+
+def test_single_logit_reads_as_minus_x_plus_x_in_the_source_order():
+    prep = Preprocessing(resize="none", size=None, crop=None, crop_rounding="round", interpolation="bilinear",
+                         mean=(0.0,), std=(1.0,), channels=3)
+    model = Classifier("d", brightness_detector(), prep, ["real", "fake"], single_logit=True)
+    x = torch.full((1, 3, 8, 8), 0.8)
+    assert model(x)[0].tolist() == pytest.approx([-3.0, 3.0])
+    model.align_labels(["fake", "real"])   # a folder source sorts fake before real
+    assert model(x)[0].tolist() == pytest.approx([3.0, -3.0])
+
+
+@pytest.fixture(scope="module")
+def raid_release(tmp_path_factory):
+    from pipeline.build import build_release
+    from pipeline.manifest import parse_release
+
+    root = tmp_path_factory.mktemp("raid")
+    rng = np.random.default_rng(0)
+    folders = {"real": 0.40, "fake/genA": 0.56, "fake/genB": 0.60}
+    for folder, level in folders.items():
+        (root / "clean" / folder).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.clip(level + rng.normal(0, 0.03, (24, 24, 3)), 0, 1)
+            Image.fromarray(np.rint(pixels * 255).astype(np.uint8)).save(root / "clean" / folder / f"{i}.png")
+    save_scripted(brightness_detector(10.0), root / "d1.pt")
+    save_scripted(brightness_detector(6.0), root / "d2.pt")
+    detector = {"labels": ["real", "fake"], "single_logit": True, "resize": "none", "mean": [0.0], "std": [1.0]}
+    release = parse_release({
+        "name": "raid-tiny", "version": "0.0.1", "seed": 1,
+        "source": {"kind": "folder", "path": str(root / "clean")},
+        "shifts": [{"stage": "adversarial", "surrogates": [{"path": str(root / "d1.pt"), **detector}],
+                    "held_out": [{"path": str(root / "d2.pt"), "crop": [16, 16], **detector}],
+                    "epsilons": [16], "steps": 10, "step_size": 4, "target": "real",
+                    "attack_classes": ["fake"], "positive_class": "fake"}],
+        "output": {"formats": ["webdataset"], "samples_per_shard": 9, "encoding": "png"}})
+    build_release(release, root / "out", workers=1)
+    return root
+
+
+def test_raid_like_build_attacks_only_fakes_and_reports_detection_metrics(raid_release):
+    provenance = json.loads((raid_release / "out" / "provenance.json").read_text())
+    summary = provenance["extras"]["adversarial"]["configs"]["pgd-treal-linf-eps16"]
+    assert summary["attacked"] == 6 and summary["counts"]["ok"] == 9
+    surrogate = summary["surrogates"]["d1"]
+    # ε = 16/255 moves a mean of 0.56 (genA) below the 0.5 boundary, not one of 0.60 (genB)
+    assert surrogate["clean_accuracy"] == 1.0 and surrogate["success_rate_off_target"] == 0.5
+    detection = summary["held_out"]["d2"]["detection"]
+    assert set(detection["adversarial"]) == {"all", "genA", "genB"}
+    assert detection["clean"]["all"]["auc"] == 1.0 and detection["clean"]["all"]["f1"] == 1.0
+    adversarial = detection["adversarial"]
+    assert adversarial["all"]["positives"] == 6 and adversarial["genA"]["samples"] == 6
+    assert [adversarial[g]["f1"] for g in ("all", "genA", "genB")] == [0.666667, 0.0, 1.0]
+    # fooled fakes still score above every real image: the ranking (AUC) survives, the threshold does not
+    assert adversarial["genA"]["auc"] == 1.0 and adversarial["genA"]["auc_thresholded"] == 0.5
+
+    with tarfile.open(raid_release / "out" / "data" / "pgd-treal-linf-eps16" / "test-00000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    for key in ("real__0", "real__1", "real__2"):
+        stored = np.asarray(Image.open(io.BytesIO(members[f"{key}.png"])))
+        clean = np.asarray(Image.open(raid_release / "clean" / "real" / f"{key[-1]}.png"))
+        assert np.array_equal(stored, clean)
+        doc = json.loads(members[f"{key}.json"])
+        assert doc["shift"]["attacked"] is False and len(doc["shift"]["on_held_out"]["d2"]["clean_probs"]) == 2
+
+
+def test_report_tables_the_adversarial_rates(raid_release):
+    from pipeline.report import adversarial_table
+
+    provenance = json.loads((raid_release / "out" / "provenance.json").read_text())
+    header, rows = adversarial_table(provenance)
+    assert header[:3] == ["config", "model", "clean_accuracy"] and "adv auc" in header
+    assert [r[1] for r in rows] == ["d1 (surrogate)", "d2 (held-out)"]
+    assert rows[0][header.index("success_rate_off_target")] == "0.500"
