@@ -65,6 +65,9 @@ class AdversarialParams(StageParams):
                                     "surrogate per step drawn with odds ∝ weight")
     target: int | str | None = Field(default=None,
                                      description="target class index or name; none = untargeted")
+    clean_config: bool = Field(default=False, description="also store the clean images, evaluated and "
+                                                          "scored the same way, as config <attack>-clean "
+                                                          "(same keys: clean/adversarial pairs)")
     positive_class: int | str | None = Field(
         default=None, description="a detector's positive class (e.g. fake): adds AUC, AP and F1 per "
                                   "model, per generator, to the release summary")
@@ -143,8 +146,12 @@ class AdversarialStage(Stage):
         self.resources = {"GPU": 1} if params.device == "cuda" else {}
 
     def variants(self) -> list[Variant]:
-        return [Variant(self.name, self._config_name(eps), self._variant_params(eps))
-                for eps in self.params.epsilons]
+        attacks = [Variant(self.name, self._config_name(eps), self._variant_params(eps))
+                   for eps in self.params.epsilons]
+        if not self.params.clean_config:
+            return attacks
+        clean_name = self._config_name(0.0).rsplit("-", 2)[0] + "-clean"
+        return attacks + [Variant(self.name, clean_name, {**self._variant_params(0.0), "attack": "none"})]
 
     def _config_name(self, epsilon: float) -> str:
         p = self.params

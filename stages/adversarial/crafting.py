@@ -122,7 +122,8 @@ def _attack_chunk(batch: Batch, chunk: list[int], prepared: dict[int, tuple[np.n
     clean = np.stack([prepared[i][0] for i in chunk])
     true = torch.tensor([prepared[i][1] for i in chunk], device=device)
     aim = true if target is None else torch.full_like(true, target)
-    chosen = [j for j, i in enumerate(chunk) if attacked is None or prepared[i][1] in attacked]
+    chosen = [j for j, i in enumerate(chunk)
+              if config.epsilon > 0 and (attacked is None or prepared[i][1] in attacked)]
     adversarial = clean.astype(np.float32) / 255.0
     if chosen:
         generators = [torch.Generator().manual_seed(batch.seeds[chunk[j]]) for j in chosen]

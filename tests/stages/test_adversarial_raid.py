@@ -137,7 +137,7 @@ def raid_release(tmp_path_factory):
         "shifts": [{"stage": "adversarial", "surrogates": [{"path": str(root / "d1.pt"), **detector}],
                     "held_out": [{"path": str(root / "d2.pt"), "crop": [16, 16], **detector}],
                     "epsilons": [16], "steps": 10, "step_size": 4, "target": "real",
-                    "attack_classes": ["fake"], "positive_class": "fake"}],
+                    "attack_classes": ["fake"], "positive_class": "fake", "clean_config": True}],
         "output": {"formats": ["webdataset"], "samples_per_shard": 9, "encoding": "png"}})
     build_release(release, root / "out", workers=1)
     return root
@@ -169,11 +169,24 @@ def test_raid_like_build_attacks_only_fakes_and_reports_detection_metrics(raid_r
         assert doc["shift"]["attacked"] is False and len(doc["shift"]["on_held_out"]["d2"]["clean_probs"]) == 2
 
 
+def test_clean_config_pairs_every_adversarial_image_with_its_scored_original(raid_release):
+    provenance = json.loads((raid_release / "out" / "provenance.json").read_text())
+    clean = provenance["extras"]["adversarial"]["configs"]["pgd-treal-clean"]
+    assert clean["attacked"] == 0 and clean["counts"]["ok"] == 9
+    assert clean["held_out"]["d2"]["detection"]["adversarial"]["all"]["f1"] == 1.0  # nothing changed
+    with tarfile.open(raid_release / "out" / "data" / "pgd-treal-clean" / "test-00000.tar") as tar:
+        names = sorted(m.name for m in tar.getmembers() if m.name.endswith(".png"))
+    with tarfile.open(raid_release / "out" / "data" / "pgd-treal-linf-eps16" / "test-00000.tar") as tar:
+        assert names == sorted(m.name for m in tar.getmembers() if m.name.endswith(".png"))
+
+
 def test_report_tables_the_adversarial_rates(raid_release):
     from pipeline.report import adversarial_table
 
     provenance = json.loads((raid_release / "out" / "provenance.json").read_text())
     header, rows = adversarial_table(provenance)
     assert header[:3] == ["config", "model", "clean_accuracy"] and "adv auc" in header
-    assert [r[1] for r in rows] == ["d1 (surrogate)", "d2 (held-out)"]
-    assert rows[0][header.index("success_rate_off_target")] == "0.500"
+    assert [r[:2] for r in rows] == [["pgd-treal-clean", "d1 (surrogate)"], ["pgd-treal-clean", "d2 (held-out)"],
+                                     ["pgd-treal-linf-eps16", "d1 (surrogate)"],
+                                     ["pgd-treal-linf-eps16", "d2 (held-out)"]]
+    assert rows[2][header.index("success_rate_off_target")] == "0.500"
