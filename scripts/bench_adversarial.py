@@ -7,6 +7,11 @@ stage (plain PGD, L∞, untargeted) over a fresh set of shapes at each ε and
 reports, per ε: surrogate and held-out accuracy clean vs adversarial, held-out
 success, the same-norm baseline (every pixel ±ε at random, clipped to the pixel
 range) and ms per image of the attack (best of --repeats, models loaded).
+Then, at ε 8/255 and the same images: held-out success of each transfer
+booster (MI, DI in its paper and torchattacks variants, TI 15 px and auto);
+under L2 (ε 0.5 and 1.0 on [0,1] pixels, random start) the fraction of ε the
+stored uint8 perturbation keeps; and a targeted attack's raw and off-target
+success rates.
 
     .venv/bin/python scripts/bench_adversarial.py [--images 256] [--steps 10] [--threads 1]
 
@@ -69,6 +74,7 @@ def main() -> int:
                                              "held_out")}
         rows = {f"{eps:g}": measure_budget(specs, nets, images, classes, eps, args.steps, args.repeats)
                 for eps in args.epsilons}
+        variants = measure_variants(specs, images, classes, args.steps)
     summary = {
         "what": ("plain PGD L∞ (untargeted, no random start, step 2.5·ε/steps) through the adversarial stage "
                  "against one surrogate CNN; held_out is a second CNN trained with another seed that the attack "
@@ -81,11 +87,57 @@ def main() -> int:
                     "numpy": np.__version__, "torch_threads": args.threads,
                     "load_average": {"before": load_before, "after": os.getloadavg()}},
         "epsilons": rows,
+        "variants": variants,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1) + "\n")
     print_table(rows)
+    print(json.dumps(variants, indent=1))
     return 0
+
+
+BOOSTERS = {
+    "plain": {}, "mi": {"momentum": 1.0},
+    "mi_di_enlarge": {"momentum": 1.0, "input_diversity": 0.5, "diversity_mode": "enlarge"},
+    "mi_di_shrink": {"momentum": 1.0, "input_diversity": 0.5, "diversity_mode": "shrink"},
+    "mi_ti15": {"momentum": 1.0, "ti_kernel": 15}, "mi_ti_auto": {"momentum": 1.0, "ti_kernel": "auto"},
+}
+
+
+def run_stage(specs: dict, images: np.ndarray, classes: np.ndarray, **params) -> tuple[dict, list]:
+    stage = AdversarialStage(AdversarialParams(stage="adversarial", surrogates=[specs["surrogate"]],
+                                               held_out=[specs["held_out"]], **params))
+    variant = stage.variants()[0]
+    batch = Batch(keys=[f"s{i}" for i in range(len(images))], images=[im.copy() for im in images],
+                  seeds=list(range(len(images))), labels=[int(c) for c in classes])
+    out = stage.apply(batch, variant)
+    rows = [{"config": variant.config, "status": s, "shift": {**variant.params, **shift}}
+            for s, shift in zip(out.status, out.shift)]
+    return transfer_summary(rows)["configs"][variant.config], out.shift
+
+
+def measure_variants(specs: dict, images: np.ndarray, classes: np.ndarray, steps: int) -> dict:
+    """Boosters at ε 8, L2 budgets kept after rounding, and targeted success, raw and off-target."""
+    boosters = {}
+    for name, extra in BOOSTERS.items():
+        rates, _ = run_stage(specs, images, classes, epsilons=[8], steps=steps, **extra)
+        boosters[name] = {"surrogate_success": rates["surrogates"]["surrogate"]["success_rate"],
+                          "held_out_success": rates["held_out"]["held_out"]["success_rate"]}
+    l2 = {}
+    for eps in (0.5, 1.0):
+        rates, shifts = run_stage(specs, images, classes, norm="l2", epsilons=[eps], epsilon_unit="unit",
+                                  random_start=True, steps=steps)
+        kept = [s["achieved_l2"] / eps for s in shifts]
+        l2[f"{eps:g}"] = {"mean_fraction_of_eps_kept": round(float(np.mean(kept)), 4),
+                          "min_fraction_of_eps_kept": round(float(np.min(kept)), 4),
+                          "max_fraction_of_eps_kept": round(float(np.max(kept)), 4),
+                          "surrogate_success": rates["surrogates"]["surrogate"]["success_rate"],
+                          "held_out_success": rates["held_out"]["held_out"]["success_rate"]}
+    rates, _ = run_stage(specs, images, classes, epsilons=[8], steps=steps, target="square")
+    targeted = {role: {k: rates[key][role][k] for k in ("success_rate", "success_rate_off_target",
+                                                        "samples_off_target")}
+                for role, key in (("surrogate", "surrogates"), ("held_out", "held_out"))}
+    return {"linf_eps8_boosters": boosters, "l2_budget_kept": l2, "targeted_eps8_square": targeted}
 
 
 def measure_budget(specs: dict, nets: dict, images: np.ndarray, classes: np.ndarray, eps: float, steps: int,

@@ -134,7 +134,7 @@ def check_lossless(encoding: str) -> None:
 
 class AdversarialStage(Stage):
     name: ClassVar[str] = "adversarial"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     Params: ClassVar[type[StageParams]] = AdversarialParams
     requires_lossless: ClassVar[bool] = True
     requires_exact_pixels: ClassVar[bool] = True   # no resized copies (Zarr): they break the budget
