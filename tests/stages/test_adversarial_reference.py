@@ -172,3 +172,22 @@ def test_random_ensemble_picks_follow_the_weights():
     generators = [torch.Generator().manual_seed(i) for i in range(4000)]
     picks = _random_picks([1.0, 3.0], generators)
     assert abs(np.mean(picks) - 0.75) < 0.03
+
+
+def test_l2_pgd_matches_the_reference():
+    nets = [tiny_net(2)]
+    images, labels = fixed_inputs()
+    eps, alpha, steps = 0.5, 0.2, 4
+    config = AttackConfig(norm="l2", epsilon=eps, steps=steps, step_size=alpha)
+    ours = craft(images, labels, nets, config, [torch.Generator() for _ in range(4)]).numpy()
+    x0 = images.numpy()
+    x = x0.copy()
+    for _ in range(steps):
+        grad = input_gradient(nets, x, labels)
+        norms = np.sqrt((grad ** 2).sum(axis=(1, 2, 3), keepdims=True))
+        delta = x + alpha * grad / norms - x0
+        delta_norms = np.sqrt((delta ** 2).sum(axis=(1, 2, 3), keepdims=True))
+        delta = delta * np.minimum(1.0, eps / delta_norms)
+        x = np.clip(x0 + delta, 0, 1)
+    assert np.abs(ours - x).max() < 1e-9
+    assert np.sqrt(((ours - x0) ** 2).sum(axis=(1, 2, 3))).max() <= eps + 1e-12
