@@ -19,6 +19,9 @@ from stages.adversarial.attacks import AttackConfig, BudgetError, craft, quantis
 from stages.adversarial.models import GENERIC_LABEL
 from stages.base import Batch
 
+FULL_SCORES = 16   # class probabilities stored per model and sample up to this many classes
+TOP_K = 5          # beyond, the most probable classes with their probabilities
+
 
 def craft_batch(batch: Batch, variant_params: dict[str, Any], models: dict[str, Any], params: Any,
                 device: str) -> None:
@@ -173,13 +176,21 @@ def evaluate(models: dict[str, Any], clean: Any, adversarial: Any) -> dict[str, 
     with torch.no_grad():
         for role in ("surrogates", "held_out"):
             for model in models[role]:
-                clean_p = torch.softmax(model(clean).double(), 1)
-                adv_p = torch.softmax(model(adversarial).double(), 1)
-                out[f"{role}/{model.name}"] = {
-                    "clean": clean_p.argmax(1).tolist(), "adversarial": adv_p.argmax(1).tolist(),
-                    "clean_probs": clean_p.cpu().numpy().round(6).tolist(),
-                    "adversarial_probs": adv_p.cpu().numpy().round(6).tolist()}
+                clean_p = torch.softmax(model(clean).double(), 1).cpu().numpy()
+                adv_p = torch.softmax(model(adversarial).double(), 1).cpu().numpy()
+                out[f"{role}/{model.name}"] = {"clean": clean_p.argmax(1).tolist(),
+                                               "adversarial": adv_p.argmax(1).tolist(),
+                                               **_scores("clean", clean_p), **_scores("adversarial", adv_p)}
     return out
+
+
+def _scores(stage: str, probs: np.ndarray) -> dict[str, list]:
+    """Every class probability (up to FULL_SCORES classes), else the TOP_K most probable as [index, p]."""
+    if probs.shape[1] <= FULL_SCORES:
+        return {f"{stage}_probs": probs.round(6).tolist()}
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :TOP_K]
+    return {f"{stage}_top{TOP_K}": [[[int(c), round(float(row[c]), 6)] for c in order]
+                                    for row, order in zip(probs, top)]}
 
 
 def _record(evaluation: dict[str, dict[str, Any]], slot: int, label: int, target: int | None,
@@ -192,7 +203,7 @@ def _record(evaluation: dict[str, dict[str, Any]], slot: int, label: int, target
         role, name = key.split("/", 1)
         clean, adv = preds["clean"][slot], preds["adversarial"][slot]
         success = adv == target if target is not None else adv != label
+        scores = {k: v[slot] for k, v in preds.items() if k not in ("clean", "adversarial")}
         record["on_surrogates" if role == "surrogates" else "on_held_out"][name] = {
-            "clean": clean, "adversarial": adv, "success": bool(success),
-            "clean_probs": preds["clean_probs"][slot], "adversarial_probs": preds["adversarial_probs"][slot]}
+            "clean": clean, "adversarial": adv, "success": bool(success), **scores}
     return record

@@ -190,3 +190,21 @@ def test_report_tables_the_adversarial_rates(raid_release):
                                      ["pgd-treal-linf-eps16", "d1 (surrogate)"],
                                      ["pgd-treal-linf-eps16", "d2 (held-out)"]]
     assert rows[2][header.index("success_rate_off_target")] == "0.500"
+
+
+def test_report_command_shows_the_adversarial_table(raid_release, tmp_path):
+    from pipeline.report import write_report
+
+    report = write_report(raid_release / "out", tmp_path / "report.html", examples=2)
+    markdown = report.markdown.read_text()
+    assert "## Adversarial transfer" in markdown and "| pgd-treal-linf-eps16 | d2 (held-out) |" in markdown
+    assert "<h2>Adversarial transfer</h2>" in report.html.read_text()
+
+
+def test_many_class_models_store_their_top5_scores():
+    from stages.adversarial.crafting import _scores
+
+    probs = np.full((1, 20), 0.01)
+    probs[0, [3, 7, 11]] = [0.5, 0.2, 0.13]
+    assert _scores("clean", probs) == {"clean_top5": [[[3, 0.5], [7, 0.2], [11, 0.13], [0, 0.01], [1, 0.01]]]}
+    assert _scores("adversarial", probs[:, :16] / probs[:, :16].sum()).keys() == {"adversarial_probs"}
