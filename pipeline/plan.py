@@ -99,7 +99,10 @@ def _work_fingerprint(stage_index: int, stage: Stage) -> dict:
 
 def _check_against_source(stages: list[Stage], source: Source) -> None:
     """Each stage's own checks against the source (e.g. models vs class names): bad input, exit 2."""
-    description = source.describe()
+    try:
+        description = source.describe()
+    except SourceError as exc:
+        raise ManifestError(f"source: {exc}") from None
     for stage_index, stage in enumerate(stages):
         try:
             stage.check_source(description)
@@ -115,15 +118,15 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
                  filters_fingerprint: Any = None) -> Plan:
     """One WorkUnit per (variant, slice of samples_per_shard source items)."""
     source = source or open_source(release.source)
+    stages = build_stages(release)
+    variants = [(si, v) for si, stage in enumerate(stages) for v in stage.variants()]
+    _check_unique_configs(variants)
+    _check_against_source(stages, source)   # before indexing: a bad model fails fast
     if index is None:
         try:
             index = SourceIndex.from_items(source.index())
         except SourceError as exc:   # e.g. a missing folder or shard: bad input, before any work
             raise ManifestError(f"source: {exc}") from None
-    stages = build_stages(release)
-    variants = [(si, v) for si, stage in enumerate(stages) for v in stage.variants()]
-    _check_unique_configs(variants)
-    _check_against_source(stages, source)
 
     out = release.output
     common = canonical_json({"seed": release.seed, "encoding": out.encoding, "quality": out.jpeg_quality,
