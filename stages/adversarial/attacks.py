@@ -13,8 +13,8 @@ DI comes in two variants. `enlarge` (the default) is the DI-FGSM paper's:
 resize (nearest neighbour) to a random rnd ∈ [W, W/scale), pad with mid-grey
 to W/scale at a random offset, with probability p, one draw per surrogate per
 step (299 → [299, 330) is scale 299/330). `shrink` is torchattacks': bilinear
-resize to [scale·W, W), black padding back to W, one draw shared by all
-surrogates.
+resize to rnd ∈ [int(scale·W), W), black padding back to W, one draw shared by
+all surrogates (torchattacks draws once per batch; here once per sample).
 
 Randomness (random start, DI, the random ensemble) comes from one
 `torch.Generator` per sample, drawn on the CPU, so a sample's perturbation
@@ -220,22 +220,22 @@ def logits_of(model: Any, x: Any) -> Any:
 
 
 def diverse_shrink(images: Any, prob: float, scale: float, generators: list[Any]) -> Any:
-    """torchattacks-style DI: with probability `prob`, shrink (bilinear) to [scale, 1) of the size
-    and pad back with black at a random offset. Four draws per sample, transformed or not."""
+    """torchattacks-style DI: with probability `prob`, bilinear resize to rnd ∈ [int(scale·W), W)
+    and zero-pad back to W at an offset in [0, W − rnd). Four draws per sample, transformed or not."""
     import torch
     import torch.nn.functional as F
 
     height, width = images.shape[-2:]
+    low_h, low_w = min(int(height * scale), height - 1), min(int(width * scale), width - 1)
     out = []
     for image, g in zip(images, generators):
         apply, size, top, left = torch.rand(4, generator=g).tolist()
         if apply >= prob:
             out.append(image)
             continue
-        factor = scale + (1.0 - scale) * size
-        h, w = max(1, round(height * factor)), max(1, round(width * factor))
+        h, w = low_h + int(size * (height - low_h)), low_w + int(size * (width - low_w))
         small = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        pad_top, pad_left = int(top * (height - h + 1)), int(left * (width - w + 1))
+        pad_top, pad_left = int(top * (height - h)), int(left * (width - w))
         out.append(F.pad(small, (pad_left, width - w - pad_left, pad_top, height - h - pad_top)))
     return torch.stack(out)
 

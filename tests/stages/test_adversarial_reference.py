@@ -191,3 +191,20 @@ def test_l2_pgd_matches_the_reference():
         x = np.clip(x0 + delta, 0, 1)
     assert np.abs(ours - x).max() < 1e-9
     assert np.sqrt(((ours - x0) ** 2).sum(axis=(1, 2, 3))).max() <= eps + 1e-12
+
+
+def test_di_shrink_matches_torchattacks_rule():
+    from stages.adversarial.attacks import diverse_shrink
+
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ours = diverse_shrink(images, 1.0, 0.9, [torch.Generator().manual_seed(i) for i in range(5)])
+    for i in range(5):
+        _, size, top, left = torch.rand(4, generator=torch.Generator().manual_seed(i)).tolist()
+        rnd = 28 + int(size * 4)                   # [int(0.9·32), 32) = 28..31: never a no-op
+        assert 28 <= rnd <= 31
+        small = torch.nn.functional.interpolate(images[i][None], size=(rnd, rnd), mode="bilinear",
+                                                align_corners=False)[0]
+        pad_top, pad_left = int(top * (32 - rnd)), int(left * (32 - rnd))
+        expected = torch.zeros(3, 32, 32, dtype=torch.float64)
+        expected[:, pad_top:pad_top + rnd, pad_left:pad_left + rnd] = small
+        assert torch.equal(ours[i], expected)
