@@ -195,16 +195,17 @@ class AdversarialStage(Stage):
         if classes and p.labels is not None and list(p.labels) != classes:
             raise ValueError(f"labels {p.labels[:10]} differ from the source's classes {classes[:10]} "
                              "(label i is the source's class i): list them in that order or leave labels out")
-        models = [check_classifier(spec) for spec in [*p.surrogates, *p.held_out]]
-        reference = list(p.labels or classes or models[0].labels)
-        for model in models:
-            model.align_labels(reference)
+        first_labels: list[str] = []
+        for spec in [*p.surrogates, *p.held_out]:   # one network in memory at a time
+            model = check_classifier(spec)
+            first_labels = first_labels or model.labels
+            model.align_labels(list(p.labels or classes or first_labels))
         from stages.adversarial.crafting import class_index
 
         checked = [("target", p.target), ("positive_class", p.positive_class)]
         for name, value in checked + [("attack_classes", c) for c in p.attack_classes or []]:
             if value is not None:
-                class_index(value, list(p.labels or models[0].labels), name)
+                class_index(value, list(p.labels or first_labels), name)
 
     def apply(self, batch: Batch, variant: Variant) -> Batch:
         from stages.adversarial.crafting import craft_batch

@@ -145,32 +145,36 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_classifier(spec: ClassifierSpec, device: str) -> Classifier:
-    """The classifier for `spec` on `device`; the network loads once per process."""
+def load_classifier(spec: ClassifierSpec, device: str, cache: bool = True) -> Classifier:
+    """The classifier for `spec` on `device`; with `cache`, the network loads once per process."""
     fmt = spec.resolved_format()
     cache_key = (str(Path(spec.path).resolve()), fmt, device)
-    if cache_key not in _MODELS:
+    loaded = _MODELS.get(cache_key)
+    if loaded is None:
         weight_files(spec)  # clear error for a missing path before torch says something vaguer
         loaders = {"transformers": _load_transformers, "export": _load_export,
                    "torchscript": _load_torchscript}
         try:
-            _MODELS[cache_key] = loaders[fmt](spec, device)
+            loaded = loaders[fmt](spec, device)
         except ModelLoadError:
             raise
         except Exception as exc:  # torch/transformers raise many kinds; all mean "unusable model"
             first_line = (str(exc).strip().splitlines() or [""])[0][:300]
             raise ModelLoadError(f"cannot load {fmt} model {spec.path}: {type(exc).__name__}: "
                                  f"{first_line}") from exc
-    network, declared = _MODELS[cache_key]
+        if cache:
+            _MODELS[cache_key] = loaded
+    network, declared = loaded
     labels, prep = _preprocessing(spec, declared)
     return Classifier(spec.display_name, network, prep, labels, spec.single_logit, spec.weight)
 
 
 def check_classifier(spec: ClassifierSpec) -> Classifier:
-    """Load `spec` on the CPU and run one probe forward pass; raise ModelLoadError on any problem."""
+    """Load `spec` on the CPU and run one probe forward pass; raise ModelLoadError on any problem.
+    Not cached: the planning process should not hold every network for the whole build."""
     import torch
 
-    model = load_classifier(spec, "cpu")
+    model = load_classifier(spec, "cpu", cache=False)
     height, width = model.prep.probe_size()
     try:
         with torch.no_grad():
