@@ -65,6 +65,9 @@ class AdversarialParams(StageParams):
                                     "surrogate per step drawn with odds ∝ weight")
     target: int | str | None = Field(default=None,
                                      description="target class index or name; none = untargeted")
+    source_crop: tuple[int, int] | None = Field(
+        default=None, description="centre-crop every source image to (height, width) before the attack, "
+                                  "torchvision's CenterCrop (RAID's loader: 256×256); the crop is stored")
     clean_config: bool = Field(default=False, description="also store the clean images, evaluated and "
                                                           "scored the same way, as config <attack>-clean "
                                                           "(same keys: clean/adversarial pairs)")
@@ -88,6 +91,13 @@ class AdversarialParams(StageParams):
         if len(set(values)) != len(values):
             raise ValueError(f"epsilons must be distinct, got {values}")
         return values
+
+    @field_validator("source_crop")
+    @classmethod
+    def _positive_crop(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"source_crop must be two positive ints (height, width), got {value}")
+        return value
 
     @field_validator("step_size")
     @classmethod
@@ -171,6 +181,7 @@ class AdversarialStage(Stage):
             "diversity_mode": p.diversity_mode, "diversity_scale": p.diversity_scale,
             "ti_kernel": p.ti_kernel, "ti_nsig": p.ti_nsig, "ensemble": p.ensemble, "target": p.target,
             "attack_classes": p.attack_classes, "positive_class": p.positive_class,
+            "source_crop": list(p.source_crop) if p.source_crop else None,
             "surrogates": [m.display_name for m in p.surrogates],
             "weights": {m.display_name: m.weight for m in p.surrogates},
             "held_out": [m.display_name for m in p.held_out],

@@ -41,7 +41,10 @@ def craft_batch(batch: Batch, variant_params: dict[str, Any], models: dict[str, 
     prepared: dict[int, tuple[np.ndarray, int]] = {}
     for i in batch.ok_indices():
         try:
-            prepared[i] = (clean_pixels(batch.images[i]), sample_class(batch, i, labels))
+            pixels = clean_pixels(batch.images[i])
+            if params.source_crop is not None:
+                pixels = centre_crop_pixels(pixels, tuple(params.source_crop))
+            prepared[i] = (pixels, sample_class(batch, i, labels))
         except ValueError as exc:
             batch.fail(i, f"adversarial: {exc}")
     for chunk in same_shape_chunks(prepared, params.batch_size):
@@ -109,6 +112,17 @@ def clean_pixels(image: Any) -> np.ndarray:
     return np.rint(pixels * 255.0).astype(np.uint8)
 
 
+def centre_crop_pixels(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The centre size[0]×size[1] of a uint8 H×W×C image, torchvision's CenterCrop (zero padding
+    where the image is smaller), as RAID's loader crops before attacking."""
+    import torch
+
+    from stages.adversarial.preprocessing import center_crop
+
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
+    return center_crop(tensor, size, "round")[0].permute(1, 2, 0).contiguous().numpy()
+
+
 def same_shape_chunks(prepared: dict[int, tuple[np.ndarray, int]], size: int) -> list[list[int]]:
     groups: dict[tuple, list[int]] = {}
     for i, (pixels, _) in prepared.items():
@@ -148,7 +162,7 @@ def _attack_chunk(batch: Batch, chunk: list[int], prepared: dict[int, tuple[np.n
     evaluation = evaluate(models, to_tensor(clean[kept], device), to_tensor(np.stack(stored), device))
     for slot, j in enumerate(kept):
         i = chunk[j]
-        batch.images[i] = stored[slot].reshape(np.shape(batch.images[i]))
+        batch.images[i] = stored[slot][:, :, 0] if np.ndim(batch.images[i]) == 2 else stored[slot]
         batch.shift[i] = _record(evaluation, slot, prepared[i][1], target, norms[slot], config.epsilon)
         batch.shift[i]["attacked"] = j in chosen
         batch.shift[i]["generator"] = generator_of(batch.meta[i])

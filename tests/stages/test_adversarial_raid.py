@@ -208,3 +208,23 @@ def test_many_class_models_store_their_top5_scores():
     probs[0, [3, 7, 11]] = [0.5, 0.2, 0.13]
     assert _scores("clean", probs) == {"clean_top5": [[[3, 0.5], [7, 0.2], [11, 0.13], [0, 0.01], [1, 0.01]]]}
     assert _scores("adversarial", probs[:, :16] / probs[:, :16].sum()).keys() == {"adversarial_probs"}
+
+
+def test_source_crop_attacks_and_stores_the_centre_crop(tmp_path):
+    from stages.adversarial import AdversarialParams, AdversarialStage
+    from stages.base import Batch
+
+    save_scripted(brightness_detector(), tmp_path / "d.pt")
+    detector = {"path": str(tmp_path / "d.pt"), "labels": ["real", "fake"], "single_logit": True,
+                "resize": "none", "mean": [0.0], "std": [1.0]}
+    stage = AdversarialStage(AdversarialParams(stage="adversarial", surrogates=[detector], epsilons=[4],
+                                               steps=2, target="real", source_crop=(6, 5)))
+    image = np.arange(9 * 8 * 3, dtype=np.uint8).reshape(9, 8, 3) + 100
+    gray = np.full((4, 4), 200, np.uint8)   # smaller than the crop: zero padded
+    batch = Batch(keys=["a", "b"], images=[image, gray], seeds=[1, 2], labels=[1, 1])
+    out = stage.apply(batch, stage.variants()[0])
+    assert out.status == ["ok", "ok"]
+    assert out.images[0].shape == (6, 5, 3) and out.images[1].shape == (6, 5)
+    centre = image[2:8, 2:7]            # top = round(3 / 2) = 2, left = round(3 / 2) = 2
+    assert np.abs(out.images[0].astype(int) - centre.astype(int)).max() == 4
+    assert stage.variants()[0].params["source_crop"] == [6, 5]
