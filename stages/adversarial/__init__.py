@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from stages.adversarial.models import (
+    GENERIC_LABEL,
     ClassifierSpec,
     ModelLoadError,
     check_classifier,
@@ -40,8 +41,9 @@ class AdversarialParams(StageParams):
     surrogates: list[ClassifierSpec] = Field(min_length=1, description="models the attack differentiates")
     held_out: list[ClassifierSpec] = Field(default=[], description="models that only measure transfer")
     labels: list[str] | None = Field(
-        default=None, description="the source's class names by label index; must equal the source's "
-                                  "classes when it names them; default: the first surrogate's labels")
+        default=None, description="the label space by index (target/class indices refer to it); must hold "
+                                  "every source class name, in the source's order when as many; "
+                                  "default: the first surrogate's labels")
     norm: Literal["linf", "l2"] = "linf"
     epsilons: list[float] = Field(min_length=1, description="budgets, in epsilon_unit; one variant each")
     epsilon_unit: Literal["uint8", "unit"] = "uint8"
@@ -135,6 +137,26 @@ class AdversarialParams(StageParams):
         return value / 255.0 if self.epsilon_unit == "uint8" else value
 
 
+def check_source_classes(classes: list[str], space: list[str], declared: bool) -> None:
+    """The source's class names against the stage's label space: samples are matched by class
+    name, so every class must be in the space; declared `labels` of the source's size must list
+    them in the source's order (label i is class i); an unnamed (LABEL_i) space must have the
+    source's size."""
+    if not classes:
+        return
+    what = "labels" if declared else "the first surrogate's labels"
+    if not any(GENERIC_LABEL.match(label) for label in space):
+        missing = [c for c in classes if c not in space]
+        if missing:
+            raise ValueError(f"the source's classes {missing[:10]} are not in {what} {space[:10]}")
+        if declared and len(space) == len(classes) and space != classes:
+            raise ValueError(f"{what} {space[:10]} list the source's classes in another order "
+                             f"{classes[:10]} (label i is the source's class i)")
+    elif len(space) != len(classes):
+        raise ValueError(f"{what} has {len(space)} unnamed classes, the source {len(classes)}: "
+                         f"{classes[:10]}")
+
+
 def check_lossless(encoding: str) -> None:
     """Raise unless `encoding` stores the perturbation bit-exactly (JPEG destroys it)."""
     if encoding not in LOSSLESS_ENCODINGS:
@@ -199,24 +221,22 @@ class AdversarialStage(Stage):
         return transfer_summary(rows)
 
     def check_source(self, description: dict[str, Any]) -> None:
-        """Before any work: every model loads and answers a probe with one logit per label, and the
-        label spaces of the source, the stage and the models agree. Raises ValueError."""
+        """Before any work: every model loads and answers a probe with one logit per label, the
+        models share the stage's label space, and the source's class names fit it. Raises ValueError."""
         p = self.params
-        classes = [str(c) for c in description.get("classes") or []]
-        if classes and p.labels is not None and list(p.labels) != classes:
-            raise ValueError(f"labels {p.labels[:10]} differ from the source's classes {classes[:10]} "
-                             "(label i is the source's class i): list them in that order or leave labels out")
         first_labels: list[str] = []
         for spec in [*p.surrogates, *p.held_out]:   # one network in memory at a time
             model = check_classifier(spec)
             first_labels = first_labels or model.labels
-            model.align_labels(list(p.labels or classes or first_labels))
+            model.align_labels(list(p.labels or first_labels))
+        space = list(p.labels or first_labels)
+        check_source_classes([str(c) for c in description.get("classes") or []], space, p.labels is not None)
         from stages.adversarial.crafting import class_index
 
         checked = [("target", p.target), ("positive_class", p.positive_class)]
         for name, value in checked + [("attack_classes", c) for c in p.attack_classes or []]:
             if value is not None:
-                class_index(value, list(p.labels or first_labels), name)
+                class_index(value, space, name)
 
     def apply(self, batch: Batch, variant: Variant) -> Batch:
         from stages.adversarial.crafting import craft_batch

@@ -67,12 +67,30 @@ def test_a_good_setup_plans(workspace):
 def test_stage_labels_in_another_order_than_the_source_are_refused(workspace):
     swapped = [LABELS[1], LABELS[0], LABELS[2]]
     message = plan_error(manifest(workspace, spec(workspace / "net.pt"), labels=swapped))
-    assert "differ from the source's classes" in message and "circle" in message
+    assert "in another order" in message and "circle" in message
+
+
+def test_source_classes_check_against_the_label_space():
+    from stages.adversarial import check_source_classes
+
+    check_source_classes(["cat", "dog"], ["bird", "cat", "dog"], declared=True)   # a subset: by name
+    check_source_classes(["dog", "cat"], ["cat", "dog"], declared=False)          # models realign by name
+    check_source_classes(["cat", "dog"], ["LABEL_0", "LABEL_1"], declared=False)
+    check_source_classes([], ["cat"], declared=True)                              # unnamed source
+    with pytest.raises(ValueError, match=r"\['cow'\] are not in labels"):
+        check_source_classes(["cat", "cow"], ["bird", "cat", "dog"], declared=True)
+    with pytest.raises(ValueError, match="another order"):
+        check_source_classes(["cat", "dog"], ["dog", "cat"], declared=True)
+    with pytest.raises(ValueError, match="3 unnamed classes, the source 2"):
+        check_source_classes(["cat", "dog"], ["LABEL_0", "LABEL_1", "LABEL_2"], declared=False)
 
 
 def test_model_labels_must_name_the_source_classes(workspace):
     message = plan_error(manifest(workspace, spec(workspace / "net.pt", labels=["cat", "dog", "bird"])))
-    assert "label space differs" in message
+    assert "the source's classes ['circle', 'square', 'triangle'] are not in the first surrogate's" in message
+    other = {**spec(workspace / "net.pt", labels=["cat", "dog", "bird"]), "name": "other"}
+    message = plan_error(manifest(workspace, spec(workspace / "net.pt"), held_out=[other]))
+    assert "model 'other' label space differs" in message
 
 
 def test_more_logits_than_labels_is_refused(workspace):
