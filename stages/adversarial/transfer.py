@@ -25,6 +25,19 @@ from typing import Any
 from stages.adversarial.detection import detection_metrics
 
 
+DEFINITIONS = {
+    "samples": "attacked samples with status ok (attack_classes limits which are attacked)",
+    "success_rate": "untargeted: prediction differs from the true class; targeted: prediction is the target, "
+                    "over every attacked sample, including those already of the target class",
+    "success_rate_off_target": "targeted only: success over the attacked samples whose true class is not the "
+                               "target",
+    "success_rate_clean_correct": "success over the attacked samples the model classified correctly clean",
+    "detection": "with positive_class: accuracy, AUC, AP, F1 of P(positive) on clean and stored images, over all "
+                 "ok samples ('all') and per generator (its samples plus every negative); *_thresholded: AUC/AP "
+                 "of the 0.5-thresholded prediction, as RAID's evaluation code computes them",
+}
+
+
 def transfer_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """{"configs": {config: {budget, counts, "surrogates": {name: rates}, "held_out": {name: rates}}}}.
 
@@ -44,7 +57,8 @@ def transfer_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         statuses[config][status] = statuses[config].get(status, 0) + 1
         if status == "ok" and "on_surrogates" in shift:
             per_config[config].append(shift)
-    return {"configs": {config: _config_summary(per_config.get(config, []), statuses[config])
+    return {"definitions": DEFINITIONS,
+            "configs": {config: _config_summary(per_config.get(config, []), statuses[config])
                         for config in sorted(statuses)}}
 
 

@@ -228,3 +228,9 @@ def test_source_crop_attacks_and_stores_the_centre_crop(tmp_path):
     centre = image[2:8, 2:7]            # top = round(3 / 2) = 2, left = round(3 / 2) = 2
     assert np.abs(out.images[0].astype(int) - centre.astype(int)).max() == 4
     assert stage.variants()[0].params["source_crop"] == [6, 5]
+
+
+def test_summary_says_what_each_rate_counts():
+    summary = transfer_summary([row(1, 0, 1, 0)])
+    assert "not the target" in summary["definitions"]["success_rate_off_target"]
+    assert "already of the target class" in summary["definitions"]["success_rate"]
