@@ -98,12 +98,17 @@ def _work_fingerprint(stage_index: int, stage: Stage) -> dict:
 
 
 def _check_against_source(stages: list[Stage], source: Source) -> None:
-    """Each stage's own checks against the source (e.g. models vs class names): bad input, exit 2."""
+    """Each stage's own checks against the source (e.g. models vs class names): bad input, exit 2.
+    The source is described only when some stage checks it."""
+    checking = [(i, stage) for i, stage in enumerate(stages)
+                if type(stage).check_source is not Stage.check_source]
+    if not checking:
+        return
     try:
         description = source.describe()
     except SourceError as exc:
         raise ManifestError(f"source: {exc}") from None
-    for stage_index, stage in enumerate(stages):
+    for stage_index, stage in checking:
         try:
             stage.check_source(description)
         except (ValueError, FileNotFoundError) as exc:
