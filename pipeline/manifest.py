@@ -127,10 +127,13 @@ def cross_section_problems(release: BaseModel) -> list[str]:
         if getattr(stage, "requires_lossless", False) and release.output.encoding != "png":
             problems.append(f"output.encoding: shifts.{i} ({spec.stage}) needs lossless output, so "
                             f"'png' is required (got {release.output.encoding!r}); JPEG destroys the shift")
-        if getattr(stage, "requires_exact_pixels", False) and "zarr" in release.output.formats:
+        exact_size = getattr(stage, "exact_output_size", lambda _: None)(spec)
+        if getattr(stage, "requires_exact_pixels", False) and "zarr" in release.output.formats and (
+                exact_size is None or tuple(exact_size) != tuple(release.output.image_size)):
             problems.append(f"output.formats: shifts.{i} ({spec.stage}) stores a budgeted perturbation; the "
                             "Zarr store resizes every image to output.image_size and rounds again, which "
-                            "breaks the budget, so drop 'zarr' (the WebDataset PNGs hold the exact pixels)")
+                            "breaks the budget: drop 'zarr' or give the stage a fixed output size equal to "
+                            f"output.image_size {release.output.image_size}")
     if getattr(release, "filters", None) is not None:
         from stages.filters import release_problems
 

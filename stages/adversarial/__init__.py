@@ -172,6 +172,12 @@ class AdversarialStage(Stage):
     requires_exact_pixels: ClassVar[bool] = True   # no resized copies (Zarr): they break the budget
     grid_fields: ClassVar[tuple[str, ...]] = ("epsilons",)
 
+    @staticmethod
+    def exact_output_size(params: AdversarialParams) -> tuple[int, int] | None:
+        """Every stored image's (height, width) when fixed (source_crop): a Zarr store of that
+        size then holds the stored pixels exactly."""
+        return params.source_crop
+
     def __init__(self, params: AdversarialParams):
         super().__init__(params)
         # a GPU is requested only when the manifest insists on CUDA; "auto" runs anywhere

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import subprocess
@@ -144,8 +145,34 @@ def test_unusable_model_files_are_bad_input(workspace, kind, expected):
 def test_zarr_output_is_refused_for_budgeted_shifts(workspace):
     release = manifest(workspace, spec(workspace / "net.pt"))
     release["output"].update(formats=["webdataset", "zarr"], image_size=[32, 32])
-    with pytest.raises(ManifestError, match="drop 'zarr'"):
+    with pytest.raises(ManifestError, match="drop 'zarr' or give the stage a fixed output size"):
         parse_release(release)
+    release["shifts"][0]["source_crop"] = [28, 28]
+    with pytest.raises(ManifestError, match=r"equal to output.image_size \(32, 32\)"):
+        parse_release(release)
+    release["shifts"][0]["source_crop"] = [32, 32]
+    parse_release(release)
+
+
+@pytest.mark.slow
+def test_zarr_store_holds_the_stored_pixels_exactly(workspace, tmp_path):
+    import tarfile
+
+    import zarr
+
+    from pipeline.build import build_release
+
+    release = manifest(workspace, spec(workspace / "net.pt"), source_crop=[30, 30], epsilons=[8])
+    release["output"].update(formats=["webdataset", "zarr"], image_size=[30, 30])
+    build_release(parse_release(release), tmp_path / "out", workers=1)
+    store = zarr.open_group(str(tmp_path / "out" / "zarr" / "pgd-linf-eps8.zarr"), mode="r")
+    by_key = {str(k): np.asarray(img) for k, img, ok in zip(store["keys"][:], store["images"][:], store["valid"][:])
+              if ok}
+    with tarfile.open(tmp_path / "out" / "data" / "pgd-linf-eps8" / "test-00000.tar") as tar:
+        pngs = {m.name[:-4]: tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".png")}
+    assert sorted(by_key) == sorted(pngs) and len(pngs) == 3
+    for key, data in pngs.items():
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), by_key[key])
 
 
 def test_cli_exits_2_with_one_line_and_writes_nothing(workspace, tmp_path):
