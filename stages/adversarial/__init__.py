@@ -3,11 +3,16 @@
 Params name the surrogate classifiers the attack differentiates through, the
 held-out classifiers that measure transfer, the attack (PGD under L∞ or L2,
 plus MI / DI / TI boosters), the budgets and the target. One variant per
-budget, e.g. `pgd-linf-eps16`. Each output is the uint8 image actually stored,
-checked to lie within ε of its source after rounding; its provenance records
-the achieved L∞/L2 and, for every surrogate and held-out model, the clean and
-adversarial predictions. `transfer_summary` turns those rows into per-model,
-per-ε success rates for provenance.json.
+budget, e.g. `pgd-linf-eps16`, plus `<attack>-clean` with `clean_config`.
+Each output is the uint8 image actually stored, checked to lie within ε of its
+source after rounding; its provenance records the achieved L∞/L2 and, for
+every surrogate and held-out model, the clean and adversarial predictions and
+class probabilities. `attack_classes` limits the attack to some classes (RAID:
+only generated images, targeted to "real"); the others are stored unchanged.
+`check_source` loads and probes every model at plan time and checks the label
+spaces against the source's class names. `transfer_summary` turns the rows
+into per-model, per-ε rates (and, with `positive_class`, detection metrics per
+generator) for provenance.json.
 
 Budgets: `epsilons` and `step_size` are in `epsilon_unit` — "uint8" means
 levels of the 0..255 pixel range (16 = 16/255), "unit" means fractions of the
