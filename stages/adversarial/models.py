@@ -55,7 +55,8 @@ class ClassifierSpec(BaseModel):
     format: Literal["auto", "transformers", "export", "torchscript"] = "auto"
     input_size: tuple[int, int] | None = Field(
         default=None, description="(height, width) the model expects; required unless a transformers "
-                                  "directory has a preprocessor_config.json, or resize is none")
+                                  "directory has a preprocessor_config.json; with resize none, the "
+                                  "size of the plan-time probe pass (default 224×224)")
     resize: Literal["exact", "shortest_edge", "none"] | None = Field(
         default=None, description="exact: to input_size (default); shortest_edge: shorter side to "
                                   "shortest_edge keeping the aspect; none: as stored")
@@ -266,7 +267,8 @@ def _resize_of(spec: ClassifierSpec, declared: dict[str, Any]) -> tuple[str, Any
     else:
         resize = declared.get("resize", "exact")
     from_config = declared.get("size") if declared.get("resize") == resize else None
-    manifest = {"exact": spec.input_size, "shortest_edge": spec.shortest_edge}.get(resize)
+    # under resize none, input_size is only the size of the plan-time probe pass
+    manifest = {"exact": spec.input_size, "shortest_edge": spec.shortest_edge, "none": spec.input_size}[resize]
     size = manifest if manifest is not None else from_config
     if resize != "none" and size is None:
         wanted = "shortest_edge: N" if resize == "shortest_edge" else "input_size: [height, width]"

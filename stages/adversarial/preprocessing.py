@@ -52,7 +52,7 @@ class Preprocessing:
             return self.size
         if self.resize == "shortest_edge":
             return (self.size, self.size)
-        return (224, 224)
+        return tuple(self.size) if self.size is not None else (224, 224)
 
     def __call__(self, images: Any) -> Any:
         x = self._resized(images)

@@ -199,3 +199,10 @@ def test_samples_map_by_class_name_whatever_the_model_order(workspace):
     out = stage.apply(batch, stage.variants()[0])
     # the stage's label space is the model's order: circle is index 1 there, not the source's 0
     assert out.status == ["ok"] and out.shift[0]["label_index"] == 1
+
+
+def test_resize_none_probes_at_the_declared_input_size(workspace):
+    fixed = {"path": str(workspace / "net.pt"), "name": "net", "resize": "none", "labels": LABELS}
+    message = plan_error(manifest(workspace, fixed))
+    assert "fails on a 224×224 input" in message
+    plan_release(parse_release(manifest(workspace, {**fixed, "input_size": [32, 32]})))
