@@ -234,3 +234,22 @@ def test_summary_says_what_each_rate_counts():
     summary = transfer_summary([row(1, 0, 1, 0)])
     assert "not the target" in summary["definitions"]["success_rate_off_target"]
     assert "already of the target class" in summary["definitions"]["success_rate"]
+
+
+def test_shipped_raid_manifest_describes_raids_attack():
+    from pathlib import Path
+
+    from pipeline.manifest import load_manifest
+    from stages.adversarial import AdversarialStage
+
+    release = load_manifest(Path(__file__).resolve().parents[2] / "manifests" / "raid.yaml")
+    params = release.shifts[0]
+    variants = AdversarialStage(params).variants()
+    assert [v.config for v in variants] == ["pgd-treal-linf-eps16", "pgd-treal-linf-eps32", "pgd-treal-clean"]
+    first = variants[0].params
+    assert first["epsilon_pixel"] == pytest.approx(16 / 255) and variants[1].params["epsilon_pixel"] == 32 / 255
+    assert first["step_size_pixel"] == pytest.approx(0.05) and first["steps"] == 10
+    assert (first["norm"], first["random_start"], first["momentum"], first["input_diversity"]) == ("linf", False, 0, 0)
+    assert (params.target, params.attack_classes, params.positive_class) == ("real", ["fake"], "fake")
+    assert params.source_crop == (256, 256) and len(params.surrogates) == 7 and len(params.held_out) == 4
+    assert all(m.labels == ["real", "fake"] for m in [*params.surrogates, *params.held_out])
