@@ -175,6 +175,7 @@ def test_zarr_store_holds_the_stored_pixels_exactly(workspace, tmp_path):
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), by_key[key])
 
 
+@pytest.mark.slow
 def test_cli_exits_2_with_one_line_and_writes_nothing(workspace, tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps(manifest(workspace, spec(workspace / "four.pt"))))
