@@ -1,10 +1,15 @@
 """A loopback stand-in for the Hugging Face Hub HTTP API, enough for publishing.
 
 It implements the endpoints the real `huggingface_hub` client calls to create
-a dataset repo, read its head and tree, pre-upload and commit files (LFS basic
-transfer and regular files in NDJSON commits, with `parentCommit` checks),
-list refs and create tags, so tests exercise the client's real code path
-without the internet. State lives in memory; `requests` logs every call.
+a dataset repo, read its head and tree, pre-upload and commit files (Xet
+uploads through `hub_xet`'s CAS, LFS basic transfer, regular files in NDJSON
+commits, with `parentCommit` checks), list refs and create tags, so tests
+exercise the client's real code path without the internet. It is strict where
+the Hub is: writes need a token with write access, a repo answers only under
+its own type, a commit holds at most `max_files_per_commit` files, a regular
+(non-LFS) file must be small text, LFS/Xet content must match its sha256.
+State lives in memory; `requests` logs every call; `fail_next` injects errors
+(a status, or a (status, headers) pair such as (429, {"Retry-After": "120"})).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,8 +27,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+from hub_xet import CasError, rebuild_files, xorb_chunks
 
 LFS_SUFFIXES = (".tar", ".parquet", ".zip", ".png", ".jpg", ".npz")
+LFS_THRESHOLD = 10 * 1024 * 1024      # the Hub refuses regular files above 10 MiB
+MAX_FILES_PER_COMMIT = 100
+XET_TOKEN = "xet-write-token-for-tests"
 
 
 def git_blob_sha(data: bytes) -> str:
@@ -47,6 +57,7 @@ class StoredFile:
 class Repo:
     repo_id: str
     private: bool
+    repo_type: str = "dataset"
     commits: dict[str, dict[str, StoredFile]] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
@@ -66,8 +77,13 @@ class HubState:
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
-        self.fail_next: dict[tuple[str, str], list[int]] = {}     # (method, path regex) -> statuses to return
+        # (method, path regex) -> statuses (or (status, headers)) to answer the next matching calls with
+        self.fail_next: dict[tuple[str, str], list[int | tuple[int, dict[str, str]]]] = {}
         self.before: dict[tuple[str, str], Callable[[], None]] = {}  # hooks run once before a matching call
+        self.read_only_tokens: set[str] = set()
+        self.hidden: set[str] = set()           # repos that exist but no test token may see (private, gated)
+        self.max_files_per_commit = MAX_FILES_PER_COMMIT
+        self.xorbs: dict[str, list[bytes]] = {}
         self._counter = 0
 
     def new_commit(self, repo: Repo, files: dict[str, StoredFile], branch: str = "main") -> str:
@@ -77,8 +93,8 @@ class HubState:
         repo.branches[branch] = sha
         return sha
 
-    def create_repo(self, repo_id: str, private: bool = False) -> Repo:
-        repo = Repo(repo_id, private)
+    def create_repo(self, repo_id: str, private: bool = False, repo_type: str = "dataset") -> Repo:
+        repo = Repo(repo_id, private, repo_type)
         attributes = b"*.tar filter=lfs diff=lfs merge=lfs -text\n"
         self.new_commit(repo, {".gitattributes": StoredFile(len(attributes), git_blob_sha(attributes),
                                                              content=attributes)})
@@ -99,11 +115,32 @@ class HubState:
     def count(self, method: str, pattern: str) -> int:
         return sum(1 for m, p in self.requests if m == method and re.search(pattern, p))
 
+    def put_file(self, repo_id: str, path: str, data: bytes) -> str:
+        """Commit one file straight to main (LFS-stored when binary), as another tool would."""
+        repo = self.repos[repo_id]
+        files = dict(repo.commits[repo.branches["main"]])
+        if path.endswith(LFS_SUFFIXES):
+            sha = hashlib.sha256(data).hexdigest()
+            self.lfs_objects[sha] = data
+            pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\n".encode()
+            files[path] = StoredFile(len(data), git_blob_sha(pointer), lfs_sha256=sha)
+        else:
+            files[path] = StoredFile(len(data), git_blob_sha(data), content=data)
+        return self.new_commit(repo, files)
+
 
 class HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, **extra: Any):
         super().__init__(message)
         self.status, self.message, self.code, self.extra = status, message, code, extra
+
+
+@dataclass
+class Raw:
+    """A response other than a JSON body with status 200."""
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 REPO = r"/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"
@@ -121,7 +158,16 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", REPO + r"/tag/(?P<rev>[^/]+)", "tag"),
     ("POST", r"/(?P<type>datasets/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", "lfs_batch"),
     ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", "lfs_put"),
+    ("GET", r"/(?P<type>datasets/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+    ("GET", REPO + r"/xet-write-token/(?P<rev>[^/]+)", "xet_write_token"),
+    ("GET", r"/cas/v1/chunks/(?P<prefix>[^/]+)/(?P<hash>[0-9a-f]{64})", "cas_chunk"),
+    ("POST", r"/cas/v1/xorb-grants/(?P<prefix>[^/]+)/(?P<hash>[0-9a-f]{64})", "cas_grant"),
+    ("POST", r"/cas/v1/xorbs/(?P<prefix>[^/]+)/(?P<hash>[0-9a-f]{64})", "cas_xorb"),
+    ("POST", r"/cas/v2/shards", "cas_shard"),
+    ("POST", r"/v1/telemetry", "telemetry"),
 ]
+WRITES = {"create_repo", "preupload", "commit", "tag", "lfs_batch", "xet_write_token"}
+CAS = {"cas_chunk", "cas_grant", "cas_xorb", "cas_shard"}
 
 
 class HubHandler(BaseHTTPRequestHandler):
@@ -142,7 +188,7 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self._body()
         state = self.server.state
         with state.lock:
             state.requests.append((method, url.path))
@@ -152,34 +198,74 @@ class HubHandler(BaseHTTPRequestHandler):
                     hook()
             for (fail_method, pattern), statuses in state.fail_next.items():
                 if fail_method == method and re.search(pattern, url.path) and statuses:
-                    return self._send(statuses.pop(0), {"error": "injected failure"})
+                    status, headers = statuses.pop(0), {}
+                    if isinstance(status, tuple):
+                        status, headers = status
+                    return self._send(status, {"error": "injected failure"}, headers=headers)
         for route_method, pattern, name in ROUTES:
             match = re.fullmatch(pattern, url.path)
             if route_method == method and match:
                 try:
                     with state.lock:
+                        self._authorize(name, match.groupdict())
                         result = getattr(self, "_" + name)(match.groupdict(), body, parse_qs(url.query))
                 except HubError as exc:
                     return self._send(exc.status, {"error": exc.message, **exc.extra}, exc.code)
+                if isinstance(result, Raw):
+                    return self._send_raw(result)
                 return self._send(200, result)
         self._send(404, {"error": f"no route for {method} {url.path}"})
 
-    def _send(self, status: int, payload: Any, error_code: str | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b""
+        while size := int(self.rfile.readline().strip() or b"0", 16):
+            body += self.rfile.read(size)
+            self.rfile.readline()
+        self.rfile.readline()
+        return body
+
+    def _authorize(self, name: str, groups: dict[str, str]) -> None:
+        """Writes need a token with write access; the CAS needs the Xet token; hidden repos 404."""
+        auth = self.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+        if name in CAS:
+            if token != XET_TOKEN:
+                raise HubError(401, "invalid or missing Xet token")
+            return
+        state = self.server.state
+        if groups.get("repo") in state.hidden and name != "create_repo":
+            raise HubError(404, f"Repository {groups['repo']} not found", "RepoNotFound")
+        if name in WRITES:
+            if token is None:
+                raise HubError(401, "Invalid credentials in Authorization header")
+            if token in state.read_only_tokens:
+                raise HubError(403, "You don't have the rights to write to this repository")
+
+    def _send(self, status: int, payload: Any, error_code: str | None = None,
+              headers: dict[str, str] | None = None) -> None:
+        extra = dict(headers or {})
         if error_code:
-            self.send_header("X-Error-Code", error_code)
+            extra["X-Error-Code"] = error_code
         if status >= 400 and isinstance(payload, dict):
-            self.send_header("X-Error-Message", str(payload.get("error", ""))[:200])
+            extra["X-Error-Message"] = str(payload.get("error", ""))[:200]
+        extra["Content-Type"] = "application/json"
+        self._send_raw(Raw(status, json.dumps(payload).encode(), extra))
+
+    def _send_raw(self, response: Raw) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(response.body)
 
     # -- helpers -------------------------------------------------------------------------
     def _repo(self, groups: dict[str, str]) -> Repo:
         repo = self.server.state.repos.get(groups["repo"])
-        if repo is None:
+        kind = (groups.get("type") or "models").rstrip("/")
+        if repo is None or kind != repo.repo_type + "s":     # a dataset is not found as a model
             raise HubError(404, f"Repository {groups['repo']} not found", "RepoNotFound")
         return repo
 
@@ -197,7 +283,7 @@ class HubHandler(BaseHTTPRequestHandler):
         if repo_id in self.server.state.repos:
             raise HubError(409, "You already created this dataset repo", url=url)
         private = payload.get("private", payload.get("visibility") == "private")
-        self.server.state.create_repo(repo_id, private=bool(private))
+        self.server.state.create_repo(repo_id, private=bool(private), repo_type=payload.get("type", "model"))
         return {"url": url, "name": repo_id}
 
     def _validate_yaml(self, groups: dict, body: bytes, query: dict) -> Any:
@@ -252,7 +338,7 @@ class HubHandler(BaseHTTPRequestHandler):
         out = []
         for item in json.loads(body)["files"]:
             sample = base64.b64decode(item["sample"])
-            lfs = item["path"].endswith(LFS_SUFFIXES) or b"\0" in sample or item["size"] > 10_000_000
+            lfs = item["path"].endswith(LFS_SUFFIXES) or b"\0" in sample or item["size"] > LFS_THRESHOLD
             remote = files.get(item["path"])
             oid = (remote.lfs_sha256 or remote.blob_id) if remote else None
             out.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular",
@@ -280,6 +366,9 @@ class HubHandler(BaseHTTPRequestHandler):
         branch = unquote(groups["rev"])
         head, files = self._files(repo, branch)
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        if len(lines) - 1 > self.server.state.max_files_per_commit:
+            raise HubError(422, f"a commit may hold at most {self.server.state.max_files_per_commit} files; "
+                                f"got {len(lines) - 1}")
         header = lines[0]["value"]
         parent = header.get("parentCommit")
         if parent and not head.startswith(parent):
@@ -289,6 +378,8 @@ class HubHandler(BaseHTTPRequestHandler):
             value = line["value"]
             if line["key"] == "file":
                 data = base64.b64decode(value["content"])
+                if len(data) > LFS_THRESHOLD or b"\0" in data[:1024]:
+                    raise HubError(400, f"{value['path']}: binary or larger than 10 MiB; upload it with LFS/Xet")
                 new_files[value["path"]] = StoredFile(len(data), git_blob_sha(data), content=data)
             elif line["key"] == "lfsFile":
                 data = self.server.state.lfs_objects.get(value["oid"])
@@ -318,6 +409,52 @@ class HubHandler(BaseHTTPRequestHandler):
         if tag in repo.tags:
             raise HubError(409, f"Tag {tag} already exists")
         repo.tags[tag] = sha
+        return {}
+
+
+    def _resolve(self, groups: dict, body: bytes, query: dict) -> Any:
+        groups = {**groups, "type": groups.get("type") or "models"}
+        _, files = self._files(self._repo(groups), groups["rev"])
+        stored = files.get(unquote(groups["path"]))
+        if stored is None:
+            raise HubError(404, "Entry not found", "EntryNotFound")
+        data = stored.content if stored.content is not None else self.server.state.lfs_objects[stored.lfs_sha256]
+        return Raw(200, data, {"Content-Type": "application/octet-stream"})
+
+    # -- Xet (hub_xet holds the formats) ----------------------------------------------------
+    def _xet_write_token(self, groups: dict, body: bytes, query: dict) -> Any:
+        self._files(self._repo(groups), groups["rev"])
+        headers = {"X-Xet-Cas-Url": f"{self.server.url}/cas", "X-Xet-Access-Token": XET_TOKEN,
+                   "X-Xet-Token-Expiration": str(int(time.time()) + 3600)}
+        payload = {"casUrl": headers["X-Xet-Cas-Url"], "accessToken": XET_TOKEN,
+                   "exp": int(headers["X-Xet-Token-Expiration"])}
+        return Raw(200, json.dumps(payload).encode(), {**headers, "Content-Type": "application/json"})
+
+    def _cas_chunk(self, groups: dict, body: bytes, query: dict) -> Any:
+        raise HubError(404, "no global dedup on this CAS")
+
+    def _cas_grant(self, groups: dict, body: bytes, query: dict) -> Any:
+        raise HubError(404, "upload grants are off: send the xorb to /v1/xorbs")
+
+    def _cas_xorb(self, groups: dict, body: bytes, query: dict) -> Any:
+        try:
+            self.server.state.xorbs[groups["hash"]] = xorb_chunks(body)
+        except CasError as exc:
+            raise HubError(400, f"xorb {groups['hash'][:12]}: {exc}") from None
+        return {"was_inserted": True}
+
+    def _cas_shard(self, groups: dict, body: bytes, query: dict) -> Any:
+        try:
+            files = rebuild_files(body, self.server.state.xorbs)
+        except CasError as exc:
+            return Raw(200, json.dumps({"type": "error", "message": str(exc)}).encode() + b"\n")
+        self.server.state.lfs_objects.update(files)
+        frames = [{"type": "validating", "verified": len(files), "total": len(files)},
+                  {"type": "result", "result": 1}]
+        return Raw(200, b"".join(json.dumps(frame).encode() + b"\n" for frame in frames),
+                   {"Content-Type": "application/x-ndjson"})
+
+    def _telemetry(self, groups: dict, body: bytes, query: dict) -> Any:
         return {}
 
 
