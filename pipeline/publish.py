@@ -205,7 +205,7 @@ def _commit(api: Any, plan: PublishPlan, batch: list[LocalFile | str], parent: s
                 return _raise_conflict(plan, parent, head)
         return head
 
-    return retry.run(attempt, what=f"commit to {plan.repo_id}", recover=landed)
+    return retry.run(attempt, what=f"upload and commit {len(batch)} file(s) to {plan.repo_id}", recover=landed)
 
 
 def _raise_conflict(plan: PublishPlan, parent: str, head: str | None) -> str:
@@ -373,8 +373,17 @@ def _create_tag(api: Any, repo_id: str, tag: str, head: str, retry: RetryPolicy)
 
 
 def _one_line(exc: BaseException) -> str:
+    """The first line of the error, with the HTTP status and the Hub's message from its causes."""
+    from pipeline.publish_retry import causes, http_status
+
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(":")
+    if step := getattr(exc, "publish_step", None):
+        text = f"{step} failed: {text}"
+    if (status := http_status(exc)) is not None and str(status) not in text:
+        said = next((e.server_message for e in causes(exc) if getattr(e, "server_message", None)), None)
+        text += f" (HTTP {status}{': ' + said.splitlines()[0] if said else ''})"
+    return text
 
 
 def _redact(text: str, token: str | None) -> str:

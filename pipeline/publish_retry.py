@@ -127,6 +127,8 @@ class RetryPolicy:
                     raise RemoteChanged(f"{what} refused: the repo changed since it was read (HTTP {status}); "
                                         "nothing was overwritten, rerun to re-plan") from exc
                 if not is_transient(exc) or attempt == self.attempts:
+                    if not hasattr(exc, "publish_step"):
+                        exc.publish_step = what        # type: ignore[attr-defined] - named in the one-line error
                     raise
                 wait = self.wait(attempt, exc)
                 log.warning("%s failed (%s); retry %d/%d in %.1fs", what, status or type(exc).__name__,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import tempfile
 import re
 import threading
 import time
@@ -29,9 +31,17 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml
 from hub_xet import CasError, rebuild_files, xorb_chunks
 
+# hf_xet reads these when its process-wide session starts: a private chunk cache (so no chunk is
+# taken as already uploaded from another run) and a short internal retry window (so a permanent
+# CAS failure reaches publish at once)
+os.environ.setdefault("HF_XET_CACHE", tempfile.mkdtemp(prefix="hub-server-xet-"))
+os.environ.setdefault("HF_XET_CLIENT_RETRY_MAX_DURATION", "0")
+
 LFS_SUFFIXES = (".tar", ".parquet", ".zip", ".png", ".jpg", ".npz")
 LFS_THRESHOLD = 10 * 1024 * 1024      # the Hub refuses regular files above 10 MiB
 MAX_FILES_PER_COMMIT = 100
+HUB_LICENSES = frozenset({"apache-2.0", "mit", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0",
+                          "cc0-1.0", "odc-by", "odbl", "openrail", "other", "unknown"})
 XET_TOKEN = "xet-write-token-for-tests"
 
 
@@ -292,13 +302,26 @@ class HubHandler(BaseHTTPRequestHandler):
         if not match:
             return {"errors": [], "warnings": [{"message": "empty or missing yaml metadata"}]}
         try:
-            yaml.safe_load(match.group(1))
+            metadata = yaml.safe_load(match.group(1)) or {}
         except yaml.YAMLError as exc:
-            raise HubError(400, f"invalid YAML: {exc}") from None
+            raise HubError(400, f"invalid YAML: {exc}", errors=[{"message": "invalid YAML"}]) from None
+        errors = []
+        if metadata.get("license") not in HUB_LICENSES:
+            errors.append({"message": f'"license" must be one of the Hub\'s license ids; got {metadata.get("license")!r}'})
+        for config in metadata.get("configs", []):
+            if not isinstance(config, dict) or "config_name" not in config or "data_files" not in config:
+                errors.append({"message": '"configs" entries need "config_name" and "data_files"'})
+        if errors:
+            raise HubError(400, "Invalid metadata", errors=errors)
         return {"errors": [], "warnings": []}
 
     def _whoami(self, groups: dict, body: bytes, query: dict) -> Any:
-        return {"type": "user", "name": "tester", "orgs": []}
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            raise HubError(401, "Invalid credentials in Authorization header")
+        role = "read" if auth.removeprefix("Bearer ") in self.server.state.read_only_tokens else "write"
+        return {"type": "user", "name": "tester", "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "tests", "role": role}}}
 
     def _repo_info(self, groups: dict, body: bytes, query: dict) -> Any:
         repo = self._repo(groups)
