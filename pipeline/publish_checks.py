@@ -167,6 +167,9 @@ def _data_files(value: Any, name: str, problems: list[str]) -> list[tuple[str | 
     {split, path} where path is a string or a list of strings."""
     if isinstance(value, str):
         return [(None, value)]
+    if value is None:
+        problems.append(f"README.md: config {name!r} has no data_files")
+        return []
     pairs: list[tuple[str | None, str]] = []
     for item in value if isinstance(value, list) and value else [None]:
         if isinstance(item, str):
@@ -240,7 +243,10 @@ def remote_release_name(api: Any, repo_id: str, revision: str) -> str | None:
         provenance = json.loads(response.content)
     except ValueError:
         return None
-    if not str(provenance.get("schema", "")).startswith("shiftforge.provenance/"):
+    from pipeline.provenance import SCHEMA_ID
+
+    if not isinstance(provenance, dict) or \
+            not str(provenance.get("schema", "")).startswith(SCHEMA_ID.rsplit("/", 1)[0] + "/"):
         return None
     return (provenance.get("release") or {}).get("name")
 

@@ -45,6 +45,11 @@ HUB_LICENSES = frozenset({"apache-2.0", "mit", "cc-by-4.0", "cc-by-sa-4.0", "cc-
 XET_TOKEN = "xet-write-token-for-tests"
 
 
+# The CAS is one content-addressed store behind every repo (and hf_xet's process-wide session
+# remembers which xorbs it has sent), so xorbs outlive a single HubServer, as they do on the Hub.
+CAS_XORBS: dict[str, list[bytes]] = {}
+
+
 def git_blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -93,7 +98,7 @@ class HubState:
         self.read_only_tokens: set[str] = set()
         self.hidden: set[str] = set()           # repos that exist but no test token may see (private, gated)
         self.max_files_per_commit = MAX_FILES_PER_COMMIT
-        self.xorbs: dict[str, list[bytes]] = {}
+        self.xorbs = CAS_XORBS
         self._counter = 0
 
     def new_commit(self, repo: Repo, files: dict[str, StoredFile], branch: str = "main") -> str:
@@ -183,6 +188,7 @@ CAS = {"cas_chunk", "cas_grant", "cas_xorb", "cas_shard"}
 class HubHandler(BaseHTTPRequestHandler):
     server: HubServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True      # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         pass
@@ -488,7 +494,7 @@ class HubServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), HubHandler)
         self.state = HubState()
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> HubServer:
         self._thread.start()

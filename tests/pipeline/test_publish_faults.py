@@ -42,6 +42,11 @@ def hub(monkeypatch):
     set_client_factory(_http.default_client_factory)
 
 
+def unique_shards(salt: str) -> dict[str, str]:
+    """Content no earlier test uploaded, so the Xet client has no chunk to skip."""
+    return {shard: f"{value}-{salt}" for shard, value in SHARDS.items()}
+
+
 def assert_complete(hub: HubServer, root, result) -> None:
     files = hub.state.head_files(REPO)
     assert sorted(files) == EXPECTED
@@ -53,7 +58,7 @@ def assert_complete(hub: HubServer, root, result) -> None:
 @pytest.mark.parametrize(("step", "method", "pattern", "transfer"), STEPS, ids=[s[0] for s in STEPS])
 def test_transient_failure_is_retried_by_publish_and_the_run_finishes(hub, tmp_path, step, method, pattern,
                                                                       transfer):
-    root = write_release(tmp_path, SHARDS)
+    root = write_release(tmp_path, unique_shards(f"transient-{step}"))
     # the Hub keeps failing (beyond the client's own retries) until publish has backed off once
     hub.state.fail_next[(method, pattern)] = [503] * 50
     waits: list[float] = []
@@ -66,13 +71,16 @@ def test_transient_failure_is_retried_by_publish_and_the_run_finishes(hub, tmp_p
                              transfer=transfer)
     assert waits == [0.25]
     assert hub.state.count(method, pattern) >= 2
+    assert result.plan.transfer == transfer
+    assert (hub.state.count("POST", "/cas/v2/shards") > 0) == (transfer == "xet")
+    assert (hub.state.count("PUT", "/lfs-upload/") > 0) == (transfer == "lfs")
     assert_complete(hub, root, result)
 
 
 @pytest.mark.parametrize(("step", "method", "pattern", "transfer"), STEPS, ids=[s[0] for s in STEPS])
 def test_permanent_failure_stops_with_one_line_and_the_next_run_resumes(hub, tmp_path, step, method,
                                                                        pattern, transfer):
-    root = write_release(tmp_path, SHARDS)
+    root = write_release(tmp_path, unique_shards(f"permanent-{step}"))
     hub.state.fail_next[(method, pattern)] = [400] * 50
     waits: list[float] = []
     with pytest.raises(PublishError) as caught:
