@@ -18,7 +18,6 @@ scrubbed from every message this module raises.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from collections.abc import Iterator

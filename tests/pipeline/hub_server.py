@@ -18,8 +18,8 @@ import base64
 import hashlib
 import json
 import os
-import tempfile
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -313,7 +313,8 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HubError(400, f"invalid YAML: {exc}", errors=[{"message": "invalid YAML"}]) from None
         errors = []
         if metadata.get("license") not in HUB_LICENSES:
-            errors.append({"message": f'"license" must be one of the Hub\'s license ids; got {metadata.get("license")!r}'})
+            license_id = metadata.get("license")
+            errors.append({"message": f'"license" must be one of the Hub\'s license ids; got {license_id!r}'})
         for config in metadata.get("configs", []):
             if not isinstance(config, dict) or "config_name" not in config or "data_files" not in config:
                 errors.append({"message": '"configs" entries need "config_name" and "data_files"'})
