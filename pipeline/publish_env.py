@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pipeline.publish_retry import PublishError, ReleaseRefused
 
@@ -80,19 +81,20 @@ def hub_timeout(seconds: float | None = None) -> float:
 def use_finite_timeouts(seconds: float) -> bool:
     """Give huggingface_hub's shared HTTP client a finite timeout (its default is none, so a stalled
     connection would hang forever). A client factory the user installed is left alone."""
-    import httpx2
-    from huggingface_hub.utils import _http, set_client_factory
-
-    current = _http._GLOBAL_CLIENT_FACTORY
+    try:
+        from huggingface_hub.utils import _http, set_client_factory
+        current = _http._GLOBAL_CLIENT_FACTORY
+    except (ImportError, AttributeError):     # a client without a shared, configurable session
+        return False
     ours = getattr(current, "shiftforge_timeout", None)
     if current is not _http.default_client_factory and ours is None:
         return False
     if ours == seconds:
         return True
 
-    def factory() -> httpx2.Client:
+    def factory() -> Any:
         client = _http.default_client_factory()
-        client.timeout = httpx2.Timeout(seconds, connect=min(seconds, 30.0))
+        client.timeout = type(client.timeout)(seconds, connect=min(seconds, 30.0))   # httpx(2).Timeout
         return client
 
     factory.shiftforge_timeout = seconds  # type: ignore[attr-defined]

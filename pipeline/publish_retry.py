@@ -88,11 +88,11 @@ def is_transient(exc: BaseException) -> bool:
     if status is not None:
         return status in TRANSIENT_STATUS
     transport: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    try:
-        import httpx2
-        transport += (httpx2.TransportError,)
-    except ImportError:
-        pass
+    for name in ("httpx2", "httpx"):             # whichever HTTP library the installed client uses
+        try:
+            transport += (__import__(name).TransportError,)
+        except (ImportError, AttributeError):
+            pass
     return any(isinstance(error, transport) for error in causes(exc))
 
 
