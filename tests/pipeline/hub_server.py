@@ -9,7 +9,8 @@ the Hub is: writes need a token with write access, a repo answers only under
 its own type, a commit holds at most `max_files_per_commit` files, a regular
 (non-LFS) file must be small text, LFS/Xet content must match its sha256.
 State lives in memory; `requests` logs every call; `fail_next` injects errors
-(a status, or a (status, headers) pair such as (429, {"Retry-After": "120"})).
+(a status, or a (status, headers) pair such as (429, {"Retry-After": "120"}));
+`lose_response` answers a call that succeeded with an error status.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class HubState:
         # (method, path regex) -> statuses (or (status, headers)) to answer the next matching calls with
         self.fail_next: dict[tuple[str, str], list[int | tuple[int, dict[str, str]]]] = {}
         self.before: dict[tuple[str, str], Callable[[], None]] = {}  # hooks run once before a matching call
+        self.lose_response: dict[tuple[str, str], list[int]] = {}    # the call succeeds, its answer is this status
         self.read_only_tokens: set[str] = set()
         self.hidden: set[str] = set()           # repos that exist but no test token may see (private, gated)
         self.max_files_per_commit = MAX_FILES_PER_COMMIT
@@ -229,6 +231,10 @@ class HubHandler(BaseHTTPRequestHandler):
                     return self._send(exc.status, {"error": exc.message, **exc.extra}, exc.code)
                 if isinstance(result, Raw):
                     return self._send_raw(result)
+                with state.lock:
+                    lost = [s for (m, p), s in state.lose_response.items() if m == method and re.search(p, url.path)]
+                if lost and lost[0]:
+                    return self._send(lost[0].pop(0), {"error": "injected failure after the call succeeded"})
                 return self._send(200, result)
         self._send(404, {"error": f"no route for {method} {url.path}"})
 

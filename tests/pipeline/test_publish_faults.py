@@ -123,3 +123,15 @@ def test_a_stalled_response_times_out_and_is_retried(hub, tmp_path):
     assert get_session().timeout.read == 0.5
     assert waits == [0.25] and time.monotonic() - started < 10
     assert_complete(hub, root, result)
+
+
+@pytest.mark.parametrize("transfer", ["xet", "lfs"])
+def test_a_commit_that_landed_but_whose_answer_was_lost_is_recognised(hub, tmp_path, transfer):
+    root = write_release(tmp_path, unique_shards(f"lost-{transfer}"))
+    hub.state.lose_response[("POST", "/commit/")] = [502]
+    waits: list[float] = []
+    result = publish_release(root, REPO, api=api_for(hub), retry=RetryPolicy(3, 0.25, waits.append),
+                             transfer=transfer)
+    assert waits == [0.25] and hub.state.count("POST", "/commit/") == 1     # not committed twice
+    assert result.commits == [hub.state.repos[REPO].branches["main"]]
+    assert_complete(hub, root, result)
