@@ -1,5 +1,6 @@
-"""What publish checks before the first upload: the dataset card, the Hub's size limits,
-whose repo it is (before deleting anything) and whether the token may write.
+"""What publish checks before the first upload: which files the release vouches for, the
+dataset card, the Hub's size limits, whose repo it is (before deleting anything) and whether
+the token may write.
 
 Limits are the Hub's documented recommendations ("Repository limitations and
 recommendations"): fewer than 100k files per repo, fewer than 10k entries per

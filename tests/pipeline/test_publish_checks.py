@@ -224,6 +224,8 @@ def wrapped(inner: Exception) -> RuntimeError:
 def test_transient_errors_are_found_through_wrapping():
     assert is_transient(wrapped(http_error(503))) and http_status(wrapped(http_error(503))) == 503
     assert not is_transient(wrapped(http_error(400)))
+    assert not is_transient(http_error(404))                      # e.g. an endpoint the server lacks
+    assert is_transient(http_error(408)) and is_transient(http_error(429))
     assert not is_transient(RuntimeError("disk full"))
     assert is_transient(wrapped(ConnectionError("reset by peer")))
     xet = "Server error: Request error: HTTP status server error (503 Service Unavailable), domain: http://cas"
@@ -290,3 +292,53 @@ def test_the_loopback_hub_refuses_what_the_hub_refuses(hub, tmp_path):
     response = httpx2.post(f"{hub.url}/api/datasets/{REPO}/commit/main", content=body,
                            headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 400 and "LFS/Xet" in response.json()["error"]
+
+
+# -- the conditions a publish runs under ----------------------------------------------------------
+def test_the_upload_path_is_chosen_explicitly_and_restored(monkeypatch):
+    from huggingface_hub import constants
+
+    from pipeline.publish_env import transfer_path
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    with transfer_path("auto") as path:
+        assert path == "xet"
+    with transfer_path("lfs") as path:
+        assert path == "lfs" and constants.HF_HUB_DISABLE_XET is True
+    assert constants.HF_HUB_DISABLE_XET is False
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)      # HF_HUB_DISABLE_XET=1 in the environment
+    with transfer_path("auto") as path:
+        assert path == "lfs"
+    with transfer_path("xet") as path:
+        assert path == "xet"
+    with pytest.raises(ReleaseRefused, match="transfer must be one of auto, xet, lfs; got 'http'"):
+        with transfer_path("http"):
+            pass
+    monkeypatch.setattr("huggingface_hub.utils._runtime.is_package_available", lambda name: False)
+    with pytest.raises(ReleaseRefused, match="transfer 'xet' needs the hf_xet package"):
+        with transfer_path("xet"):
+            pass
+
+
+def test_timeouts_are_finite_unless_the_user_configured_the_client(monkeypatch):
+    from huggingface_hub.utils import _http, get_session, set_client_factory
+
+    from pipeline.publish_env import hub_timeout, use_finite_timeouts
+
+    monkeypatch.delenv("SHIFTFORGE_HUB_TIMEOUT", raising=False)
+    assert hub_timeout() == 300.0 and hub_timeout(12.5) == 12.5
+    monkeypatch.setenv("SHIFTFORGE_HUB_TIMEOUT", "45")
+    assert hub_timeout() == 45.0
+    for bad in ("soon", "0", "-3"):
+        monkeypatch.setenv("SHIFTFORGE_HUB_TIMEOUT", bad)
+        with pytest.raises(ReleaseRefused):
+            hub_timeout()
+    try:
+        assert use_finite_timeouts(45.0)
+        timeout = get_session().timeout
+        assert (timeout.connect, timeout.read, timeout.write) == (30.0, 45.0, 45.0)
+        mine = lambda: _http.default_client_factory()                   # noqa: E731 - a user's own factory
+        set_client_factory(mine)
+        assert not use_finite_timeouts(45.0) and _http._GLOBAL_CLIENT_FACTORY is mine
+    finally:
+        set_client_factory(_http.default_client_factory)
