@@ -254,30 +254,20 @@ def remote_release_name(api: Any, repo_id: str, revision: str) -> str | None:
 
 # -- the token -----------------------------------------------------------------------------------
 def write_access_problem(api: Any, repo_id: str) -> str | None:
-    """Why the token cannot write to `repo_id`, when whoami already tells (read-only token, or a
-    fine-grained token without write permission on the repo or its namespace); else None."""
+    """Why the token cannot write to `repo_id` when whoami already tells (a token the Hub does
+    not accept, a read-only token); else None. Fine-grained tokens are judged by the first write
+    they attempt (an HTTP 401/403 becomes the same one line), not by reading their scopes here."""
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
         info = api.whoami()
     except HfHubHTTPError as exc:
-        status = getattr(exc.response, "status_code", None)
-        if status == 401:
+        if getattr(exc.response, "status_code", None) == 401:
             return f"token cannot write to {repo_id}: the Hub does not accept it (HTTP 401)"
         return None                      # whoami unavailable: the write itself will tell
     token = ((info.get("auth") or {}).get("accessToken")) or {}
-    role = token.get("role")
-    if role == "read":
+    if token.get("role") == "read":
         return f"token cannot write to {repo_id}: it is a read-only token"
-    if role == "fineGrained":
-        namespace = repo_id.split("/")[0]
-        for scope in (token.get("fineGrained") or {}).get("scoped", []):
-            entity = scope.get("entity") or {}
-            ours = entity.get("name") == namespace or (entity.get("type") == "dataset"
-                                                        and entity.get("name") == repo_id)
-            if ours and "repo.write" in scope.get("permissions", []):
-                return None
-        return f"token cannot write to {repo_id}: its fine-grained scopes have no repo.write there"
     return None
 
 
