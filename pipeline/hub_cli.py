@@ -85,7 +85,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(f"{plan.repo_id} is already up to date (tag {plan.tag} at {str(result.head)[:12]})")
     else:
         print(f"published to {plan.repo_id}: {len(plan.uploads)} upload(s), {len(plan.deletions)} "
-              f"deletion(s), {len(result.commits)} commit(s); tag {plan.tag} at {str(result.head)[:12]}")
+              f"deletion(s), {len(result.commits)} commit(s); tag {plan.tag} at {str(result.head)[:12]} "
+              f"(uploads through {plan.transfer})")
     return 0
 
 

@@ -251,6 +251,7 @@ def test_cli_publish_reads_hf_endpoint_and_token_from_the_environment(hub, tmp_p
     done = cli()
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"published to {REPO}: 5 upload(s), 0 deletion(s), 1 commit(s); tag 1.0.0")
+    assert done.stdout.rstrip().endswith("(uploads through xet)")
     assert hub.state.count("POST", "/cas/v2/shards") == 1 and hub.state.count("PUT", "/lfs-upload/") == 0
     hub.state.put_file(REPO, "data/theirs/part-0.tar", b"not from this release")
     hub.state.put_file(REPO, "provenance.json", b"{}")
