@@ -35,8 +35,20 @@ def release_lock(release_dir: str | Path) -> Iterator[None]:
 
 
 def _held_by_this_process(path: Path) -> bool:
-    if not path.is_file():
+    """Whether this process holds the flock on `path`: from /proc/locks where the kernel lists
+    holders (Linux), else from the "pid N" line exclusive_lock writes into the lock file."""
+    try:
+        inode = path.stat().st_ino
+    except FileNotFoundError:
         return False
+    try:
+        with open("/proc/locks", encoding="ascii") as locks:
+            holders = [line.split() for line in locks]
+    except OSError:
+        holders = None
+    if holders is not None:
+        return any(len(f) > 5 and f[1] == "FLOCK" and f[5].rsplit(":", 1)[-1] == str(inode)
+                   and f[4] == str(os.getpid()) for f in holders)
     with open(path, encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -192,6 +192,14 @@ def test_publish_waits_for_a_release_another_process_is_writing(hub, tmp_path):
     assert hub.state.requests == []
 
 
+def test_publish_inside_a_run_that_holds_the_lock_goes_on(hub, tmp_path):
+    from pipeline.regenerate import RUN_LOCK, exclusive_lock
+
+    root = write_release(tmp_path, {"fog/test-00000": "a"})
+    with exclusive_lock(root / RUN_LOCK):                         # as regenerate --publish does
+        assert publish(hub, root).tagged
+
+
 def test_a_shard_rewritten_after_planning_is_not_uploaded(hub, tmp_path):
     root = write_release(tmp_path, {"fog/test-00000": "a"})
     shard = root / "data/fog/test-00000.tar"
