@@ -325,7 +325,8 @@ def _validate_card_on_hub(api: Any, readme: Path, retry: RetryPolicy) -> None:
     try:
         retry.run(lambda: validate_card_on_hub(api, readme), what="validate the dataset card")
     except ValueError as exc:
-        raise ReleaseRefused(f"the Hub rejects the dataset card: {_one_line(exc)} (nothing uploaded)") from None
+        reason = " ".join(str(exc).split())
+        raise ReleaseRefused(f"the Hub rejects the dataset card: {reason} (nothing uploaded)") from None
 
 
 def _create_repo(api: Any, repo_id: str, provenance: dict[str, Any], private: bool | None,

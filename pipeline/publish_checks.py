@@ -192,14 +192,20 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 
 def validate_card_on_hub(api: Any, readme: Path) -> None:
-    """The Hub's own card validation, before anything is uploaded (ValueError when it rejects)."""
-    text = readme.read_text(encoding="utf-8")
-    if hasattr(api, "_validate_yaml"):
-        api._validate_yaml(text, repo_type="dataset")
-    else:  # older clients: the public API (checks against the default endpoint)
-        from huggingface_hub import DatasetCard
+    """The Hub's own card validation (the request the client's create_commit makes when README.md
+    is committed), before anything is uploaded: ValueError when the Hub rejects the card, the HTTP
+    error otherwise (so a 5xx is retried, not taken for a rejection)."""
+    from huggingface_hub.utils import get_session, hf_raise_for_status
 
-        DatasetCard(text).validate(repo_type="dataset")
+    response = get_session().post(f"{api.endpoint}/api/validate-yaml", headers=api._build_hf_headers(),
+                                  json={"content": readme.read_text(encoding="utf-8"), "repoType": "dataset"})
+    if response.status_code == 400:
+        try:
+            errors = [str(error.get("message")) for error in response.json().get("errors", [])]
+        except (ValueError, AttributeError):
+            errors = []
+        raise ValueError("; ".join(errors) or response.text[:200] or "HTTP 400")
+    hf_raise_for_status(response)
 
 
 # -- limits --------------------------------------------------------------------------------------

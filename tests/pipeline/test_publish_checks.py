@@ -82,10 +82,24 @@ def test_a_bad_card_is_refused_before_the_first_upload(hub, tmp_path):
     assert hub.state.requests == []
     # a license id the Hub does not know passes the local check; the Hub's validator refuses it
     (root / "README.md").write_text(CARD.replace("cc-by-4.0", "made-up-license"))
-    with pytest.raises(ReleaseRefused, match="the Hub rejects the dataset card") as caught:
+    with pytest.raises(ReleaseRefused, match="the Hub rejects the dataset card: \"license\" must be "
+                                             "one of the Hub's license ids; got 'made-up-license'") as caught:
         publish(hub, root)
     assert "\n" not in str(caught.value) and uploads(hub) == 0
     assert hub.state.count("POST", "/api/validate-yaml") == 1
+
+
+def test_card_validation_that_fails_transiently_is_retried(hub, tmp_path):
+    root = write_release(tmp_path, {"fog/test-00000": "a"})
+    hub.state.fail_next[("POST", "/api/validate-yaml")] = [503] * 50
+    waits: list[float] = []
+
+    def outage_ends(seconds: float) -> None:
+        waits.append(seconds)
+        hub.state.fail_next.clear()
+
+    assert publish_release(root, REPO, api=api_for(hub), retry=RetryPolicy(3, 0.25, outage_ends)).tagged
+    assert waits == [0.25]
 
 
 # -- deletes -------------------------------------------------------------------------------------
