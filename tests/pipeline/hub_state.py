@@ -15,7 +15,7 @@ from urllib.parse import unquote
 # hf_xet reads these when its process-wide session starts: a private chunk cache (so no chunk is
 # taken as already uploaded from another run) and a short internal retry window (so a permanent
 # CAS failure reaches publish at once)
-os.environ.setdefault("HF_XET_CACHE", tempfile.mkdtemp(prefix="hub-server-xet-"))
+os.environ["HF_XET_CACHE"] = tempfile.mkdtemp(prefix="hub-server-xet-")
 os.environ.setdefault("HF_XET_CLIENT_RETRY_MAX_DURATION", "0")
 
 LFS_SUFFIXES = (".tar", ".parquet", ".zip", ".png", ".jpg", ".npz")

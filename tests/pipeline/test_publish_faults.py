@@ -115,13 +115,17 @@ def test_a_stalled_response_times_out_and_is_retried(hub, tmp_path):
     from huggingface_hub.utils import get_session
 
     root = write_release(tmp_path, SHARDS)
-    hub.state.before[("GET", "/refs")] = lambda: time.sleep(0.8)   # the Hub stops answering once
+    hub.state.before[("GET", "/refs")] = lambda: time.sleep(2.0)   # the Hub stops answering once
     waits: list[float] = []
+
+    def back_off(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(1.2)                                            # the stall is over when publish retries
+
     started = time.monotonic()
-    result = publish_release(root, REPO, api=api_for(hub), retry=RetryPolicy(3, 0.25, waits.append),
-                             timeout=0.5)
-    assert get_session().timeout.read == 0.5
-    assert waits == [0.25] and time.monotonic() - started < 10
+    result = publish_release(root, REPO, api=api_for(hub), retry=RetryPolicy(4, 0.25, back_off), timeout=1.0)
+    assert get_session().timeout.read == 1.0
+    assert waits[0] == 0.25 and hub.state.count("GET", "/refs") >= 2 and time.monotonic() - started < 15
     assert_complete(hub, root, result)
 
 
