@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from urllib.parse import unquote
 # taken as already uploaded from another run) and a short internal retry window (so a permanent
 # CAS failure reaches publish at once)
 os.environ["HF_XET_CACHE"] = tempfile.mkdtemp(prefix="hub-server-xet-")
+atexit.register(shutil.rmtree, os.environ["HF_XET_CACHE"], ignore_errors=True)
 os.environ.setdefault("HF_XET_CLIENT_RETRY_MAX_DURATION", "0")
 
 LFS_SUFFIXES = (".tar", ".parquet", ".zip", ".png", ".jpg", ".npz")
