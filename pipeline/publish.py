@@ -254,14 +254,14 @@ def publish_release(release_dir: str | Path, repo_id: str | None = None, *, api:
 def _denied_means(repo_id: str) -> Iterator[None]:
     """An HTTP 401/403 from any write (create, preupload, LFS batch, Xet token, commit, tag) is the
     token's permissions, not a transient failure: say so in one line."""
-    from pipeline.publish_retry import DENIED_STATUS, http_status
+    from pipeline.publish_retry import DENIED_STATUS, http_status, storage_refused
 
     try:
         yield
     except PublishError:
         raise
     except Exception as exc:
-        if (status := http_status(exc)) in DENIED_STATUS:
+        if (status := http_status(exc)) in DENIED_STATUS and not storage_refused(exc):
             raise WriteDenied(f"token cannot write to {repo_id} (HTTP {status}); use a token with write "
                               "access to it (HF_TOKEN or `hf auth login`)") from None
         raise

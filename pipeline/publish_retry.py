@@ -83,10 +83,24 @@ def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> flo
     return None
 
 
+def storage_refused(exc: BaseException) -> bool:
+    """A 403 from an upload URL outside the Hub's API (a pre-signed storage URL that expired while
+    queued): asking the Hub again hands out a fresh one, so it is transient, not a permission."""
+    for error in causes(exc):
+        response = getattr(error, "response", None)
+        if getattr(response, "status_code", None) == 403:
+            try:
+                path = str(response.request.url.path)
+            except (AttributeError, RuntimeError):
+                return False
+            return "/api/" not in path and ".git/info/lfs" not in path
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     status = http_status(exc)
     if status is not None:
-        return status in TRANSIENT_STATUS
+        return status in TRANSIENT_STATUS or storage_refused(exc)
     transport: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
     for name in ("httpx2", "httpx"):             # whichever HTTP library the installed client uses
         try:

@@ -224,11 +224,11 @@ def test_a_shard_rewritten_after_planning_is_not_uploaded(hub, tmp_path):
 
 
 # -- classifying errors --------------------------------------------------------------------------
-def http_error(status: int, headers: dict[str, str] | None = None) -> Exception:
+def http_error(status: int, headers: dict[str, str] | None = None, url: str = "http://hub/api/x") -> Exception:
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
-    request = httpx2.Request("POST", "http://hub/api/x")
+    request = httpx2.Request("POST", url)
     response = httpx2.Response(status, headers=headers or {}, request=request)
     return HfHubHTTPError(f"{status} error", response=response)
 
@@ -248,6 +248,8 @@ def test_transient_errors_are_found_through_wrapping():
     assert not is_transient(wrapped(http_error(400)))
     assert not is_transient(http_error(404))                      # e.g. an endpoint the server lacks
     assert is_transient(http_error(408)) and is_transient(http_error(429))
+    assert not is_transient(http_error(403))                      # the Hub refuses this token
+    assert is_transient(wrapped(http_error(403, url="https://storage.example/b/o?X-Amz-Signature=1")))
     assert not is_transient(RuntimeError("disk full"))
     assert is_transient(wrapped(ConnectionError("reset by peer")))
     xet = "Server error: Request error: HTTP status server error (503 Service Unavailable), domain: http://cas"

@@ -139,3 +139,17 @@ def test_a_commit_that_landed_but_whose_answer_was_lost_is_recognised(hub, tmp_p
     assert waits == [0.25] and hub.state.count("POST", "/commit/") == 1     # not committed twice
     assert result.commits == [hub.state.repos[REPO].branches["main"]]
     assert_complete(hub, root, result)
+
+
+def test_an_expired_storage_url_is_asked_for_again_not_taken_for_a_permission(hub, tmp_path):
+    root = write_release(tmp_path, unique_shards("expired-url"))
+    hub.state.fail_next[("PUT", "/lfs-upload/")] = [403] * 50     # the pre-signed URL expired in the queue
+    waits: list[float] = []
+
+    def outage_ends(seconds: float) -> None:
+        waits.append(seconds)
+        hub.state.fail_next.clear()
+
+    result = publish_release(root, REPO, api=api_for(hub), retry=RetryPolicy(3, 0.25, outage_ends), transfer="lfs")
+    assert waits == [0.25] and hub.state.count("POST", "/info/lfs/objects/batch") == 2
+    assert_complete(hub, root, result)
