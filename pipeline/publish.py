@@ -383,6 +383,8 @@ def _one_line(exc: BaseException) -> str:
     if (status := http_status(exc)) is not None and str(status) not in text:
         said = next((e.server_message for e in causes(exc) if getattr(e, "server_message", None)), None)
         text += f" (HTTP {status}{': ' + said.splitlines()[0] if said else ''})"
+    if status == 404 and "xet-write-token" in str(exc):
+        text += "; this Hub does not serve Xet uploads: publish with --transfer lfs"
     return text
 
 

@@ -348,6 +348,8 @@ class HubHandler(BaseHTTPRequestHandler):
 
     # -- Xet (hub_xet holds the formats) ----------------------------------------------------
     def _xet_write_token(self, groups: dict, body: bytes, query: dict) -> Any:
+        if not self.server.state.serves_xet:
+            raise HubError(404, "no route for Xet tokens")
         self._files(self._repo(groups), groups["rev"])
         headers = {"X-Xet-Cas-Url": f"{self.server.url}/cas", "X-Xet-Access-Token": XET_TOKEN,
                    "X-Xet-Token-Expiration": str(int(time.time()) + 3600)}

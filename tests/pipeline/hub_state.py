@@ -80,6 +80,7 @@ class HubState:
         self.read_only_tokens: set[str] = set()
         self.hidden: set[str] = set()           # repos that exist but no test token may see (private, gated)
         self.max_files_per_commit = MAX_FILES_PER_COMMIT
+        self.serves_xet = True
         self.xorbs = CAS_XORBS
         self._counter = 0
 

@@ -153,3 +153,15 @@ def test_an_expired_storage_url_is_asked_for_again_not_taken_for_a_permission(hu
     result = publish_release(root, REPO, api=api_for(hub), retry=RetryPolicy(3, 0.25, outage_ends), transfer="lfs")
     assert waits == [0.25] and hub.state.count("POST", "/info/lfs/objects/batch") == 2
     assert_complete(hub, root, result)
+
+
+def test_a_hub_without_xet_fails_once_with_the_switch_to_use(hub, tmp_path):
+    root = write_release(tmp_path, unique_shards("no-xet"))
+    hub.state.serves_xet = False
+    waits: list[float] = []
+    with pytest.raises(PublishError, match="does not serve Xet uploads: publish with --transfer lfs$"):
+        publish_release(root, REPO, api=api_for(hub), retry=RetryPolicy(3, 0.25, waits.append), transfer="xet")
+    assert waits == []                                            # a 404 is not retried
+    result = publish_release(root, REPO, api=api_for(hub), retry=RetryPolicy(3, 0.25, waits.append),
+                             transfer="lfs")
+    assert_complete(hub, root, result)
