@@ -134,18 +134,26 @@ def test_deletes_in_this_releases_repo_need_no_flag(hub, tmp_path):
 
 
 # -- limits --------------------------------------------------------------------------------------
-def test_limits_are_the_hubs_and_exact_at_their_boundaries():
-    folder = [f"data/fog/{i:05d}.tar" for i in range(9_999)]
+def test_limits_are_the_hubs_and_exact_at_their_boundaries(monkeypatch):
+    from pipeline import publish_checks
+
+    # the Hub's documented recommendations: < 100k files per repo, < 10k entries per folder, files < 20 GB
+    assert (publish_checks.MAX_FILES_PER_REPO, publish_checks.MAX_ENTRIES_PER_FOLDER) == (100_000, 10_000)
+    assert publish_checks.LARGE_FILE_BYTES == 20 * 1000**3
+    monkeypatch.setattr(publish_checks, "MAX_ENTRIES_PER_FOLDER", 10)
+    monkeypatch.setattr(publish_checks, "MAX_FILES_PER_REPO", 30)
+    folder = [f"data/fog/{i:05d}.tar" for i in range(9)]
     assert limit_problems(folder, {}) == ([], [])
     refusals, _ = limit_problems([*folder, "data/fog/extra.tar"], {})
-    assert refusals == ["data/fog/ would hold 10000 entries; the Hub supports fewer than 10000 per folder "
+    assert refusals == ["data/fog/ would hold 10 entries; the Hub supports fewer than 10 per folder "
                         "(use larger shards)"]
-    many = [f"data/c{i // 9_000:02d}/{i:06d}.tar" for i in range(100_000)]
+    many = [f"data/c{i // 9:02d}/{i:06d}.tar" for i in range(30)]
     refusals, _ = limit_problems(many, {})
-    assert refusals[0].startswith("the repo would hold 100000 files; the Hub supports fewer than 100000")
+    assert refusals == ["the repo would hold 30 files; the Hub supports fewer than 30 (use larger shards: "
+                        "output.samples_per_shard)"]
     assert limit_problems(many[:-1], {}) == ([], [])
     sizes = {"a.tar": 20 * 1000**3 + 1, **{f"{i}.tar": 17 * 1000**3 for i in range(60)}}
-    _, warnings = limit_problems(sizes, sizes)
+    _, warnings = limit_problems(["a.tar"], sizes)
     assert warnings == ["1 file(s) exceed the Hub's recommended 20 GB per file, e.g. a.tar",
                         "uploading 1.0 TB: the Hub asks TB-scale repos to be arranged with it beforehand"]
     assert limit_problems(["a.tar"], {"a.tar": 20 * 1000**3})[1] == []
