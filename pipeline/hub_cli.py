@@ -13,11 +13,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "publish", help="upload a release folder to a Hugging Face dataset repo (only changed files)",
         description="Upload RELEASE_DIR to a Hugging Face Hub dataset repo: shards whose sha256 differs "
                     "from the remote LFS oid, the card, croissant.json, provenance.json and "
-                    "samples.parquet; delete remote shards gone locally; tag the release version. The token "
+                    "samples.parquet; delete remote shards gone locally (only in a repo whose provenance.json "
+                    "names this release, or with --allow-delete); tag the release version. The token "
                     "comes from HF_TOKEN or `hf auth login`. Safe to rerun: an interrupted publish resumes.")
     p.add_argument("release_dir", metavar="RELEASE_DIR", help="a built release folder (with provenance.json)")
     _hub_args(p)
     p.add_argument("--dry-run", action="store_true", help="list the operations without changing anything")
+    p.add_argument("--allow-delete", action="store_true",
+                   help="delete remote files under data/ that the release does not have even when the repo's "
+                        "provenance.json is missing or names another release")
+    p.add_argument("--transfer", choices=("auto", "xet", "lfs"), default="auto",
+                   help="upload path: xet (hf_xet), lfs, or auto = xet when hf_xet is installed and "
+                        "HF_HUB_DISABLE_XET is unset (default)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="timeout of one HTTP operation (default: $SHIFTFORGE_HUB_TIMEOUT or 300)")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser(
@@ -61,7 +70,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from pipeline.publish import PublishError, ReleaseRefused, publish_release
 
     try:
-        result = publish_release(args.release_dir, args.repo, private=args.private, dry_run=args.dry_run)
+        result = publish_release(args.release_dir, args.repo, private=args.private, dry_run=args.dry_run,
+                                 allow_delete=args.allow_delete, transfer=args.transfer, timeout=args.timeout)
     except ReleaseRefused as exc:
         raise UsageError(str(exc)) from None
     except PublishError as exc:
@@ -75,7 +85,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(f"{plan.repo_id} is already up to date (tag {plan.tag} at {str(result.head)[:12]})")
     else:
         print(f"published to {plan.repo_id}: {len(plan.uploads)} upload(s), {len(plan.deletions)} "
-              f"deletion(s), {len(result.commits)} commit(s); tag {plan.tag} at {str(result.head)[:12]}")
+              f"deletion(s), {len(result.commits)} commit(s); tag {plan.tag} at {str(result.head)[:12]} "
+              f"(uploads through {plan.transfer})")
     return 0
 
 

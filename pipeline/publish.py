@@ -1,50 +1,44 @@
 """Publish a release folder to a Hugging Face Hub dataset repo, uploading only what changed.
 
-Steps: collect the files provenance vouches for (refusing a folder that does
-not match it) → read the remote head, tree and tags → plan uploads (local
-sha256 differs from the remote LFS oid / git blob id), deletions (remote shards
-gone locally) and the release tag → commit in batches of fewer than 100 files,
-each with `parent_commit` so a concurrent change fails instead of being
-overwritten → tag. Every run re-plans against the remote, so an interrupted
-publish resumes where it stopped. The token comes from huggingface_hub's usual
-sources and is scrubbed from every message this module raises.
+Steps, all under the release lock that `regenerate` holds: collect the files
+provenance vouches for (refusing a folder that does not match it) → check the
+card and the token → read the remote head, tree and tags → plan uploads (local
+sha256 differs from the remote LFS/Xet oid or git blob id), deletions (remote
+shards gone locally, only in a repo whose provenance names this release) and
+the release tag → check the Hub's limits and let the Hub validate the card →
+commit in batches of fewer than 100 files, each file re-hashed just before its
+upload and each commit with `parent_commit` so a concurrent change fails
+instead of being overwritten → tag. Uploads go through Xet when `hf_xet` is
+installed (the client's default), else LFS; `transfer="lfs"` forces LFS.
+Every run re-plans against the remote, so an interrupted publish resumes where
+it stopped. The token comes from huggingface_hub's usual sources and is
+scrubbed from every message this module raises.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.publish_checks import LocalFile, collect_release_files, file_sha256
+from pipeline.publish_retry import (  # noqa: F401 - PublishError & co. are part of this module's API
+    PublishError,
+    ReleaseRefused,
+    RemoteChanged,
+    RetryPolicy,
+    WriteDenied,
+)
+
 log = logging.getLogger(__name__)
 
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-METADATA_FILES = ("README.md", "croissant.json", "provenance.json", "samples.parquet")
 MAX_FILES_PER_COMMIT = 99
-TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
-CONFLICT_STATUS = frozenset({409, 412})
-
-
-class PublishError(Exception):
-    """Publishing failed; nothing already committed is lost, rerunning resumes."""
-
-
-class ReleaseRefused(PublishError):
-    """The release folder or the request is not fit to publish; nothing was uploaded."""
-
-
-@dataclass(frozen=True)
-class LocalFile:
-    path: str           # path in the repo, POSIX
-    local: Path
-    sha256: str
-    size: int
 
 
 @dataclass
@@ -57,6 +51,9 @@ class PublishPlan:
     uploads: list[LocalFile] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    refused_deletions: list[str] = field(default_factory=list)   # not ours to delete (see plan_deletions)
+    remote_sizes: dict[str, int] = field(default_factory=dict)
+    transfer: str = "xet"
 
     @property
     def changed(self) -> bool:
@@ -66,9 +63,11 @@ class PublishPlan:
         lines = [] if self.repo_exists else [f"create dataset repo {self.repo_id}"]
         lines += [f"upload {f.path} ({f.size} bytes, sha256 {f.sha256[:12]})" for f in self.uploads]
         lines += [f"delete {path}" for path in self.deletions]
+        lines += [f"delete {path} (refused: not this release's repo; pass --allow-delete)"
+                  for path in self.refused_deletions]
         if self.tag_target is None:
             lines.append(f"tag {self.tag}")
-        lines.append(f"{len(self.unchanged)} file(s) unchanged")
+        lines.append(f"{len(self.unchanged)} file(s) unchanged; uploads go through {self.transfer}")
         return lines
 
 
@@ -78,14 +77,6 @@ class PublishResult:
     commits: list[str]
     head: str | None
     tagged: bool
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_blob_sha(path: Path) -> str:
@@ -101,75 +92,9 @@ def release_tag(provenance: dict[str, Any]) -> str:
     return version if revision <= 1 else f"{version}-r{revision}"
 
 
-# -- 1. what may be uploaded ----------------------------------------------------------------------
-def collect_release_files(release_dir: str | Path) -> tuple[dict[str, Any], list[LocalFile]]:
-    """The files of a release that provenance vouches for, with their sha256.
-
-    Refuses (ReleaseRefused) a folder without provenance.json, a shard or
-    stage file (e.g. annotations/<config>/instances.json) whose sha256 differs
-    from provenance, a file under data/ that provenance does not list, or any
-    symlink among the files to upload.
-    """
-    root = Path(release_dir).resolve()
-    provenance_path = root / "provenance.json"
-    if not provenance_path.is_file():
-        raise ReleaseRefused(f"{root} is not a release folder: provenance.json is missing")
-    provenance = json.loads(provenance_path.read_text())
-    listed = {shard["path"]: shard for shard in provenance.get("shards", []) if shard.get("path")}
-    stage_files = {entry["path"]: entry for entry in provenance.get("files", [])}
-    problems: list[str] = []
-    on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*")
-               if p.is_file() or p.is_symlink()}
-    problems += [f"{path}: not listed in provenance.json" for path in sorted(on_disk - set(listed))]
-    files: list[LocalFile] = []
-    for path, shard in sorted((listed | stage_files).items()):
-        local = _checked_path(root, path, problems)
-        if local is None:
-            continue
-        sha = file_sha256(local)
-        if sha != shard.get("sha256"):
-            expected = str(shard.get("sha256"))[:12]
-            problems.append(f"{path}: sha256 {sha[:12]} differs from provenance ({expected})")
-            continue
-        files.append(LocalFile(path, local, sha, local.stat().st_size))
-    problems += _verify_problems(root)
-    for name in METADATA_FILES:
-        if (root / name).exists() or (root / name).is_symlink():
-            local = _checked_path(root, name, problems)
-            if local is not None:
-                files.append(LocalFile(name, local, file_sha256(local), local.stat().st_size))
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        raise ReleaseRefused(f"{root} does not match its provenance; nothing uploaded:\n  {shown}")
-    return provenance, files
-
-
-def _verify_problems(root: Path) -> list[str]:
-    """What `shiftforge verify` finds wrong (shard hashes, sample counts, counts adding up)."""
-    from pipeline.verify import verify_release
-
-    try:
-        return verify_release(root).problems
-    except (OSError, KeyError, ValueError) as exc:
-        return [f"verify could not read the release: {type(exc).__name__}: {exc}"]
-
-
-def _checked_path(root: Path, relative: str, problems: list[str]) -> Path | None:
-    local = root / relative
-    if local.is_symlink():
-        problems.append(f"{relative}: is a symlink (only regular files inside the release are published)")
-        return None
-    if not local.is_file():
-        problems.append(f"{relative}: listed but missing")
-        return None
-    if root not in local.resolve().parents:
-        problems.append(f"{relative}: resolves outside the release folder")
-        return None
-    return local
-
-
 # -- 2. what the remote holds ---------------------------------------------------------------------
-def plan_publish(api: Any, repo_id: str, provenance: dict[str, Any], files: list[LocalFile]) -> PublishPlan:
+def plan_publish(api: Any, repo_id: str, provenance: dict[str, Any], files: list[LocalFile],
+                 allow_delete: bool = False) -> PublishPlan:
     from huggingface_hub.errors import RepositoryNotFoundError
 
     tag = release_tag(provenance)
@@ -184,14 +109,26 @@ def plan_publish(api: Any, repo_id: str, provenance: dict[str, Any], files: list
               if hasattr(entry, "blob_id")}
     tags = {ref.name: ref.target_commit for ref in api.list_repo_refs(repo_id, repo_type="dataset").tags}
     plan = PublishPlan(repo_id, repo_exists=True, head=head, tag=tag, tag_target=tags.get(tag))
+    plan.remote_sizes = {path: int(entry.size or 0) for path, entry in remote.items()}
     for local in files:
         entry = remote.get(local.path)
         (plan.unchanged if entry is not None and _same_content(local, entry) else plan.uploads).append(local)
     local_paths = {f.path for f in files}
     # what the release folder manages: shards, and the folders stage files live in
     managed = ("data/", *sorted({f["path"].split("/")[0] + "/" for f in provenance.get("files", [])}))
-    plan.deletions = sorted(p for p in remote if p.startswith(managed) and p not in local_paths)
+    deletions = sorted(p for p in remote if p.startswith(managed) and p not in local_paths)
+    if deletions and not allow_delete and not _same_release(api, repo_id, head, provenance):
+        plan.refused_deletions = deletions
+    else:
+        plan.deletions = deletions
     return plan
+
+
+def _same_release(api: Any, repo_id: str, head: str, provenance: dict[str, Any]) -> bool:
+    """Deleting is safe only in a repo whose shiftforge provenance.json names this same release."""
+    from pipeline.publish_checks import remote_release_name
+
+    return remote_release_name(api, repo_id, head) == provenance["release"]["name"]
 
 
 def _same_content(local: LocalFile, remote: Any) -> bool:
@@ -223,6 +160,8 @@ def commit_batches(plan: PublishPlan, batch_size: int = MAX_FILES_PER_COMMIT) ->
 
 
 def _operations(batch: list[LocalFile | str]) -> list[Any]:
+    """The batch's commit operations, each file re-hashed now: the sha256 the client sends (and the
+    Hub checks the upload against) is the file's content at upload time, not at planning time."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     ops: list[Any] = []
@@ -230,8 +169,13 @@ def _operations(batch: list[LocalFile | str]) -> list[Any]:
         if isinstance(item, str):
             ops.append(CommitOperationDelete(path_in_repo=item))
             continue
+        sha = file_sha256(item.local)
+        if sha != item.sha256:
+            raise PublishError(f"{item.path} changed on disk while publishing (sha256 {item.sha256[:12]} when "
+                               f"planned, {sha[:12]} now); it was not uploaded. Rerun publish after the "
+                               "release is rebuilt and verifies")
         op = CommitOperationAdd(path_in_repo=item.path, path_or_fileobj=str(item.local))
-        op.upload_info.sha256 = bytes.fromhex(item.sha256)   # already hashed; spare a second read
+        op.upload_info.sha256 = bytes.fromhex(sha)
         ops.append(op)
     return ops
 
@@ -260,104 +204,149 @@ def _commit(api: Any, plan: PublishPlan, batch: list[LocalFile | str], parent: s
                 return _raise_conflict(plan, parent, head)
         return head
 
-    return retry.run(attempt, what=f"commit to {plan.repo_id}", recover=landed)
+    return retry.run(attempt, what=f"upload and commit {len(batch)} file(s) to {plan.repo_id}", recover=landed)
 
 
 def _raise_conflict(plan: PublishPlan, parent: str, head: str | None) -> str:
-    raise PublishError(
+    raise RemoteChanged(
         f"{plan.repo_id}: main moved from {parent[:12]} to {str(head)[:12]} while publishing (a concurrent "
         "change); nothing was overwritten. Rerun publish to re-plan against the new state.")
 
 
-@dataclass
-class RetryPolicy:
-    """Retry transient Hub failures (5xx, 429, connection errors) with exponential backoff."""
-
-    attempts: int = 5
-    first_wait: float = 1.0
-    sleep: Callable[[float], None] = time.sleep
-
-    def run(self, call: Callable[[], Any], what: str, recover: Callable[[], Any] | None = None) -> Any:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return call()
-            except Exception as exc:  # classify, then re-raise what is not transient
-                status = _http_status(exc)
-                if status in CONFLICT_STATUS:
-                    raise PublishError(f"{what} refused: the repo changed since it was read "
-                                       f"(HTTP {status}); nothing was overwritten, rerun to re-plan") from exc
-                if not _is_transient(exc, status) or attempt == self.attempts:
-                    raise
-                wait = self.first_wait * 2 ** (attempt - 1)
-                log.warning("%s failed (%s); retry %d/%d in %.1fs", what, status or type(exc).__name__,
-                            attempt, self.attempts - 1, wait)
-                self.sleep(wait)
-                if recover is not None and (result := recover()) is not None:
-                    return result
-        raise AssertionError("unreachable")
-
-
-def _http_status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _is_transient(exc: BaseException, status: int | None) -> bool:
-    if status is not None:
-        return status in TRANSIENT_STATUS
-    transport: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    try:
-        import httpx2
-        transport += (httpx2.TransportError,)
-    except ImportError:
-        pass
-    return isinstance(exc, transport)
-
-
 # -- 4. the whole flow ---------------------------------------------------------------------------
-def publish_release(release_dir: str | Path, repo_id: str | None = None, *, private: bool | None = None,
-                    dry_run: bool = False, api: Any = None, batch_size: int = MAX_FILES_PER_COMMIT,
-                    retry: RetryPolicy | None = None) -> PublishResult:
-    """Publish `release_dir` to the dataset repo `repo_id` (default: the manifest's hub.repo).
+@dataclass
+class PublishOptions:
+    private: bool | None = None
+    dry_run: bool = False
+    allow_delete: bool = False
+    transfer: str = "auto"            # auto (Xet when hf_xet is installed, else LFS) | xet | lfs
+    timeout: float | None = None      # seconds per HTTP operation (default $SHIFTFORGE_HUB_TIMEOUT or 300)
+    batch_size: int = MAX_FILES_PER_COMMIT
 
-    Raises ReleaseRefused before any upload for bad input (no token, invalid repo
-    id, a folder that does not match its provenance, a tag that would move), and
-    PublishError for failures while publishing; neither message contains the token.
+
+def publish_release(release_dir: str | Path, repo_id: str | None = None, *, api: Any = None,
+                    retry: RetryPolicy | None = None, **options: Any) -> PublishResult:
+    """Publish `release_dir` to the dataset repo `repo_id` (default: the manifest's hub.repo);
+    `options` are PublishOptions' fields.
+
+    Raises ReleaseRefused before any upload for bad input (no token, invalid repo id, a folder
+    that does not match its provenance, a card the Hub would reject, limits, a tag that would
+    move, deletions in a repo that is not this release's), WriteDenied when the token may not
+    write, and PublishError for other failures; no message contains the token.
     """
     from huggingface_hub import HfApi, get_token
 
+    from pipeline.publish_env import release_lock, transfer_path
+
+    opts = PublishOptions(**options)
     api = api or HfApi()
     token = api.token or get_token()
     try:
-        return _publish(api, token, release_dir, repo_id, private, dry_run, batch_size,
-                        retry or RetryPolicy())
+        with release_lock(release_dir), transfer_path(opts.transfer) as transfer:
+            return _publish(api, token, Path(release_dir), repo_id, opts, retry or RetryPolicy(), transfer)
     except PublishError as exc:
         raise type(exc)(_redact(str(exc), token)) from None
     except Exception as exc:
-        raise PublishError(_redact(f"{type(exc).__name__}: {exc}", token)) from None
+        raise PublishError(_redact(_one_line(exc), token)) from None
 
 
-def _publish(api: Any, token: str | None, release_dir: str | Path, repo_id: str | None, private: bool | None,
-             dry_run: bool, batch_size: int, retry: RetryPolicy) -> PublishResult:
-    provenance, files = collect_release_files(release_dir)
+@contextmanager
+def _denied_means(repo_id: str) -> Iterator[None]:
+    """An HTTP 401/403 from any write (create, preupload, LFS batch, Xet token, commit, tag) is the
+    token's permissions, not a transient failure: say so in one line."""
+    from pipeline.publish_retry import DENIED_STATUS, http_status, storage_refused
+
+    try:
+        yield
+    except PublishError:
+        raise
+    except Exception as exc:
+        if (status := http_status(exc)) in DENIED_STATUS and not storage_refused(exc):
+            raise WriteDenied(f"token cannot write to {repo_id} (HTTP {status}); use a token with write "
+                              "access to it (HF_TOKEN or `hf auth login`)") from None
+        raise
+
+
+def _publish(api: Any, token: str | None, root: Path, repo_id: str | None, opts: PublishOptions,
+             retry: RetryPolicy, transfer: str) -> PublishResult:
+    from pipeline import publish_checks as checks
+    from pipeline.publish_env import hub_timeout, use_finite_timeouts
+
+    use_finite_timeouts(hub_timeout(opts.timeout))
+    provenance, files = collect_release_files(root)
+    repo_id = _repo_id(repo_id, provenance)
+    if token is None and not opts.dry_run:
+        raise ReleaseRefused("no Hugging Face token: set HF_TOKEN or run `hf auth login` (nothing was uploaded)")
+    checks.refuse(checks.card_problems(root / "README.md", [f.path for f in files]), "the dataset card")
+    if token is not None and (problem := retry.run(lambda: checks.write_access_problem(api, repo_id),
+                                                   what="read the token's permissions")):
+        raise WriteDenied(problem)
+    plan = retry.run(lambda: plan_publish(api, repo_id, provenance, files, opts.allow_delete),
+                     what=f"read {repo_id}")
+    plan.transfer = transfer
+    check_tag(plan)
+    _check_limits(plan, files)
+    if opts.dry_run:
+        return PublishResult(plan, commits=[], head=plan.head, tagged=False)
+    if plan.refused_deletions:
+        raise ReleaseRefused(
+            f"{repo_id} holds {len(plan.refused_deletions)} file(s) under data/ that this release does not "
+            f"have (e.g. {plan.refused_deletions[0]}) and no shiftforge provenance.json of release "
+            f"{provenance['release']['name']!r}; not deleting them. Pass --allow-delete to delete them, or "
+            "publish to another --repo (nothing uploaded)")
+    with _denied_means(repo_id):
+        _validate_card_on_hub(api, root / "README.md", retry)
+        head = plan.head if plan.repo_exists else _create_repo(api, repo_id, provenance, opts.private, retry)
+        return _commit_and_tag(api, plan, head, opts.batch_size, retry)
+
+
+def _repo_id(repo_id: str | None, provenance: dict[str, Any]) -> str:
     hub = (provenance.get("manifest") or {}).get("hub") or {}
     repo_id = repo_id or hub.get("repo")
     if not repo_id or not REPO_ID_PATTERN.match(repo_id) or ".." in repo_id:
-        raise ReleaseRefused(
-            f"repo id must look like 'org/name' (letters, digits, '-', '_', '.'); got {repo_id!r}")
-    if token is None and not dry_run:
-        raise ReleaseRefused("no Hugging Face token: set HF_TOKEN or run `hf auth login` "
-                             "(nothing was uploaded)")
-    plan = retry.run(lambda: plan_publish(api, repo_id, provenance, files), what=f"read {repo_id}")
-    check_tag(plan)
-    if dry_run:
-        return PublishResult(plan, commits=[], head=plan.head, tagged=False)
-    head = plan.head
-    if not plan.repo_exists:
-        private = hub.get("private", False) if private is None else private
-        retry.run(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True),
-                  what=f"create {repo_id}")
-        head = api.repo_info(repo_id, repo_type="dataset", revision="main").sha
+        raise ReleaseRefused(f"repo id must look like 'org/name' (letters, digits, '-', '_', '.'); got {repo_id!r}")
+    return repo_id
+
+
+def _check_limits(plan: PublishPlan, files: list[LocalFile]) -> None:
+    from pipeline.publish_checks import limit_problems, refuse
+
+    final = {p: s for p, s in plan.remote_sizes.items() if p not in plan.deletions}
+    final.update({f.path: f.size for f in files})
+    refusals, warnings = limit_problems(final, {f.path: f.size for f in plan.uploads})
+    for warning in warnings:
+        log.warning("%s: %s", plan.repo_id, warning)
+    refuse(refusals, f"{plan.repo_id} would exceed the Hub's limits")
+
+
+def _validate_card_on_hub(api: Any, readme: Path, retry: RetryPolicy) -> None:
+    from pipeline.publish_checks import validate_card_on_hub
+
+    try:
+        retry.run(lambda: validate_card_on_hub(api, readme), what="validate the dataset card")
+    except ValueError as exc:
+        reason = " ".join(str(exc).split())
+        raise ReleaseRefused(f"the Hub rejects the dataset card: {reason} (nothing uploaded)") from None
+
+
+def _create_repo(api: Any, repo_id: str, provenance: dict[str, Any], private: bool | None,
+                 retry: RetryPolicy) -> str:
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    hub = (provenance.get("manifest") or {}).get("hub") or {}
+    private = hub.get("private", False) if private is None else private
+    retry.run(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True),
+              what=f"create {repo_id}")
+    try:
+        return retry.run(lambda: api.repo_info(repo_id, repo_type="dataset", revision="main").sha,
+                         what=f"read {repo_id}")
+    except RepositoryNotFoundError:
+        raise WriteDenied(f"token cannot write to {repo_id}: the repo exists but this token cannot see it "
+                          "(private or gated)") from None
+
+
+def _commit_and_tag(api: Any, plan: PublishPlan, head: str, batch_size: int,
+                    retry: RetryPolicy) -> PublishResult:
     commits: list[str] = []
     batches = commit_batches(plan, batch_size)
     for number, batch in enumerate(batches, 1):
@@ -366,10 +355,10 @@ def _publish(api: Any, token: str | None, release_dir: str | Path, repo_id: str 
         if new_head != head:
             commits.append(new_head)
         head = new_head
-        log.info("%s: committed %s (%d/%d)", repo_id, head[:12], number, len(batches))
+        log.info("%s: committed %s (%d/%d)", plan.repo_id, head[:12], number, len(batches))
     tagged = plan.tag_target is None
     if tagged:
-        _create_tag(api, repo_id, plan.tag, head, retry)
+        _create_tag(api, plan.repo_id, plan.tag, head, retry)
     return PublishResult(plan, commits=commits, head=head, tagged=tagged)
 
 
@@ -381,6 +370,22 @@ def _create_tag(api: Any, repo_id: str, tag: str, head: str, retry: RetryPolicy)
     if target.get(tag) != head:
         raise PublishError(f"tag {tag!r} appeared at {str(target.get(tag))[:12]} (not {head[:12]}) while "
                            "publishing; it was left untouched")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of the error, with the HTTP status and the Hub's message from its causes."""
+    from pipeline.publish_retry import causes, http_status
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(":")
+    if step := getattr(exc, "publish_step", None):
+        text = f"{step} failed: {text}"
+    if (status := http_status(exc)) is not None and str(status) not in text:
+        said = next((e.server_message for e in causes(exc) if getattr(e, "server_message", None)), None)
+        text += f" (HTTP {status}{': ' + said.splitlines()[0] if said else ''})"
+    if status == 404 and "xet-write-token" in str(exc):
+        text += "; this Hub does not serve Xet uploads: publish with --transfer lfs"
+    return text
 
 
 def _redact(text: str, token: str | None) -> str:

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from hub_server import HubServer
 
+from pipeline.provenance import SCHEMA_ID
 from pipeline.publish import (
     PublishError,
     ReleaseRefused,
@@ -53,7 +54,7 @@ def write_release(root: Path, shards: dict[str, str], version: str = "1.0.0", re
     n = 3 * len(shards)
     rows = [{"status": "ok", "key": f"{shard_id}-{i}"} for shard_id in shards for i in range(3)]
     pq.write_table(pa.Table.from_pylist(rows), root / "samples.parquet")
-    provenance = {"schema": "shiftforge.provenance/1", "revision": revision,
+    provenance = {"schema": SCHEMA_ID, "revision": revision,
                   "counts": {"total": n, "ok": n, "rejected": 0, "error": 0},
                   "release": {"name": "tiny-shift", "version": version, "license": "cc-by-4.0"},
                   "manifest": {"hub": {"repo": REPO, "private": False}}, "shards": records}
@@ -66,7 +67,8 @@ def write_release(root: Path, shards: dict[str, str], version: str = "1.0.0", re
 def hub(monkeypatch):
     import huggingface_hub.constants
 
-    # the loopback server speaks the LFS basic transfer, not the Xet protocol
+    # these tests take the LFS path (HF_HUB_DISABLE_XET, as a user would switch); test_publish_faults and
+    # the CLI test below take the Xet path
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
@@ -239,8 +241,8 @@ def test_token_never_appears_in_errors(hub, tmp_path):
 def test_cli_publish_reads_hf_endpoint_and_token_from_the_environment(hub, tmp_path):
     root = write_release(tmp_path / "release", {"fog/test-00000": "a", "fog/test-00001": "b"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf"),
-               HF_HUB_DISABLE_PROGRESS_BARS="1")
+    env.update(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_PROGRESS_BARS="1",
+               HF_XET_CACHE=str(tmp_path / "xet"), HF_XET_CLIENT_RETRY_MAX_DURATION="0")
 
     def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "pipeline", "publish", str(root), *args],
@@ -249,9 +251,19 @@ def test_cli_publish_reads_hf_endpoint_and_token_from_the_environment(hub, tmp_p
     done = cli()
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"published to {REPO}: 5 upload(s), 0 deletion(s), 1 commit(s); tag 1.0.0")
+    assert done.stdout.rstrip().endswith("(uploads through xet)")
+    assert hub.state.count("POST", "/cas/v2/shards") == 1 and hub.state.count("PUT", "/lfs-upload/") == 0
+    hub.state.put_file(REPO, "data/theirs/part-0.tar", b"not from this release")
+    hub.state.put_file(REPO, "provenance.json", b"{}")
+    write_release(root, {"fog/test-00000": "a", "fog/test-00001": "b"}, version="1.0.1")
+    dry = cli("--dry-run", "--transfer", "lfs")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[-3:] == [
+        "  delete data/theirs/part-0.tar (refused: not this release's repo; pass --allow-delete)",
+        "  tag 1.0.1", "  4 file(s) unchanged; uploads go through lfs"]
     no_token = cli(HF_TOKEN="")
     assert no_token.returncode == 2 and "no Hugging Face token" in no_token.stderr
-    for run in (done, no_token):
+    for run in (done, dry, no_token):
         assert TOKEN not in run.stdout + run.stderr
 
 
