@@ -108,7 +108,7 @@ class DetectorPredictor:
     def __call__(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
         import torch
 
-        rgb = [_hwc(im) for im in images]
+        rgb = [np.repeat(_hwc(im), 3, axis=2) if _hwc(im).shape[2] == 1 else im for im in images]
         inputs = self.processor(images=rgb, return_tensors="pt").to(self.device)
         sizes = torch.tensor([im.shape[:2] for im in rgb], device=self.device)
         with torch.inference_mode():
@@ -119,9 +119,9 @@ class DetectorPredictor:
     def _record(self, detections: dict[str, Any]) -> dict[str, Any]:
         scores = detections["scores"].float().cpu().numpy()
         order = np.argsort(-scores, kind="stable")[: self.max_detections]
-        xyxy = detections["boxes"].float().cpu().numpy()[order]
+        xyxy = detections["boxes"].cpu().numpy().astype(np.float64)[order]
         boxes = np.column_stack([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]]) if len(order) else np.zeros((0, 4))
-        return {"boxes": boxes.round(3).tolist(), "box_scores": scores[order].round(6).tolist(),
+        return {"boxes": boxes.round(3).tolist(), "box_scores": scores[order].astype(np.float64).round(6).tolist(),
                 "box_labels": detections["labels"].cpu().numpy()[order].tolist()}
 
 

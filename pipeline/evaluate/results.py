@@ -20,10 +20,10 @@ RESULTS_SCHEMA = "shiftforge/results/1"
 def join_predictions(samples: list[dict[str, Any]], predictions: list[dict[str, Any]],
                      model_labels: list[str]) -> list[dict[str, Any]]:
     """Sample rows with their predictions and `target`; samples without predictions are left out."""
-    by_key = {p["key"]: p for p in predictions}
+    by_key = {(p["config"], p["key"]): p for p in predictions}
     rows = []
     for sample in samples:
-        prediction = by_key.get(sample["key"])
+        prediction = by_key.get((sample["config"], sample["key"]))
         if prediction is None:
             continue
         rows.append({**sample, **prediction,

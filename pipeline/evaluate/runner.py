@@ -134,10 +134,11 @@ def run_model(client: Any, release: Path, out: Path, model: EvalModel, units: li
 
 
 def read_predictions(work: Path, units: list[EvalUnit]) -> list[dict[str, Any]]:
-    """Every shard's predictions in shard order, each row tagged with its shard."""
+    """Every shard's predictions in shard order, each row tagged with its config and shard
+    (keys repeat across configs: the same source image under every shift)."""
     store = ReleaseStore(work)
     rows = []
     for unit in units:
         for row in store.read_table(unit.part).to_pylist():
-            rows.append({"shard": unit.path, **row})
+            rows.append({"config": unit.config, "shard": unit.path, **row})
     return rows

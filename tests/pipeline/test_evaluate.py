@@ -1,0 +1,169 @@
+"""`shiftforge evaluate` end to end: a labelled release of tiny shapes, the tiny shape CNNs
+saved as TorchScript / torch.export programs, predictions checked against a plain
+PyTorch loop over the same shards, resume, baselines, bad input, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.evaluate import EvalOptions, evaluate_release, parse_model
+from tests.pipeline.release_fixtures import build_tiny_release
+from tests.tiny_classifiers import classifier_spec, predict, save_exported, save_scripted, shapes, train_shape_cnns
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CORRUPTIONS = ["gaussian_noise", "contrast"]
+
+
+@pytest.fixture(scope="module")
+def shapes_release(tmp_path_factory):
+    """12 labelled 32 px shapes (folder source, classes circle/square/triangle) × 2 corruptions × 2
+    severities, 6 per shard, plus the two shape CNNs as spec files."""
+    root = tmp_path_factory.mktemp("evaluate")
+    images, classes = shapes(12, seed=5)
+    names = ["circle", "square", "triangle"]
+    for i, (image, cls) in enumerate(zip(images, classes)):
+        folder = root / "images" / names[cls]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    release = build_tiny_release(root, source={"kind": "folder", "path": str(root / "images")},
+                                 shifts=[{"stage": "corruptions", "corruptions": CORRUPTIONS, "severities": [1, 5]}],
+                                 output={"formats": ["webdataset"], "samples_per_shard": 6})
+    nets = train_shape_cnns({"alpha": 3, "beta": 4})
+    specs = {}
+    for name, save, suffix in (("alpha", save_scripted, ".pt"), ("beta", save_exported, ".pt2")):
+        model_file = save(nets[name], root / f"{name}{suffix}")
+        specs[name] = root / f"{name}.json"
+        specs[name].write_text(json.dumps(classifier_spec(Path(model_file.name), name)))
+    return release, nets, specs
+
+
+def run_evaluate(release, spec, out, **kwargs):
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        return evaluate_release(release, [parse_model(str(spec))], out, scheduler=cluster.scheduler_address,
+                                options=EvalOptions(batch_size=4), **kwargs)
+
+
+def plain_loop(release: Path, net) -> dict[tuple[str, str], int]:
+    """Reference: every shard read with tarfile + PIL, one forward pass per shard."""
+    predictions = {}
+    for tar_path in sorted((release / "data").glob("*/*.tar")):
+        with tarfile.open(tar_path) as tar:
+            members = sorted((m for m in tar.getmembers() if m.name.endswith(".png")), key=lambda m: m.name)
+            keys = [(tar_path.parent.name, m.name[:-4]) for m in members]
+            images = [np.asarray(Image.open(tar.extractfile(m))) for m in members]
+        predictions.update(zip(keys, predict(net, images).tolist()))
+    return predictions
+
+
+@pytest.fixture(scope="module")
+def evaluated(shapes_release, tmp_path_factory):
+    release, nets, specs = shapes_release
+    out = tmp_path_factory.mktemp("results")
+    [path] = run_evaluate(release, specs["alpha"], out)
+    return out, json.loads(path.read_text())
+
+
+def test_predictions_match_a_plain_pytorch_loop_and_metrics_follow(shapes_release, evaluated):
+    release, nets, _ = shapes_release
+    out, document = evaluated
+    table = pq.read_table(out / "results" / "alpha.predictions.parquet").to_pylist()
+    expected = plain_loop(release, nets["alpha"])
+    assert len(table) == len(expected) == 48
+    assert {(r["config"], r["key"]): r["topk_index"][0] for r in table} == expected
+    assert all(len(r["topk_index"]) == 3 and abs(sum(r["topk_score"]) - 1) < 1e-5 for r in table)
+    truth = {(r["config"], r["key"]): r["target"] for r in table}
+    errors = document["metrics"]["imagenet_c"]["errors"]
+    for corruption in CORRUPTIONS:
+        for severity in (1, 5):
+            keys = [(r["config"], r["key"]) for r in table if r["config"] == f"{corruption}-{severity}"]
+            wrong = np.mean([expected[k] != truth[k] for k in keys])
+            assert errors[corruption][str(severity)] == pytest.approx(wrong)
+    assert document["labelled"] == 48 and document["model"]["weights_sha256"]["alpha.pt"]
+    assert document["run"]["shards_run"] == 8
+    assert (out / "results" / "alpha-imagenet_c.png").stat().st_size > 1000
+
+
+def test_rerun_resumes_and_a_damaged_part_is_redone(shapes_release, evaluated):
+    release, _, specs = shapes_release
+    out, first = evaluated
+    [path] = run_evaluate(release, specs["alpha"], out)
+    assert json.loads(path.read_text())["run"]["shards_run"] == 0
+    part = out / ".evaluate" / "alpha" / "parts" / "contrast-5" / "test-00001.parquet"
+    part.write_bytes(part.read_bytes()[:-10])
+    [path] = run_evaluate(release, specs["alpha"], out)
+    again = json.loads(path.read_text())
+    assert again["run"]["shards_run"] == 1
+    assert again["metrics"] == first["metrics"]
+
+
+def test_a_second_model_is_normalised_by_the_baseline(shapes_release, evaluated, tmp_path):
+    release, _, specs = shapes_release
+    out, base = evaluated
+    [path] = run_evaluate(release, specs["beta"], tmp_path, baseline=out / "results" / "alpha.json")
+    result = json.loads(path.read_text())["metrics"]["imagenet_c"]
+    assert json.loads(path.read_text())["baseline"]["model"] == "alpha"
+    base_errors = base["metrics"]["imagenet_c"]["errors"]
+    for corruption in CORRUPTIONS:
+        ours = sum(result["errors"][corruption].values())
+        theirs = sum(base_errors[corruption].values())
+        assert result["ce"][corruption] == (pytest.approx(ours / theirs) if theirs else None)
+
+
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(shapes_release, tmp_path, capsys):
+    release, _, specs = shapes_release
+    out = tmp_path / "out"
+    cases = [[str(tmp_path), "--model", str(specs["alpha"])],                         # not a release
+             [str(release), "--model", str(tmp_path / "missing.pt")],                  # no such model
+             [str(release), "--model", str(specs["alpha"]), "--baseline", str(specs["beta"])],  # not results
+             [str(release), "--model", str(specs["alpha"]), "--configs", "fog-3"]]     # unknown config
+    for argv in cases:
+        assert main(["evaluate", *argv, "--out", str(out), "--workers", "1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err
+        assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_builds_the_demo_and_evaluates_a_transformers_classifier(tmp_path):
+    """From a fresh process: `build manifests/demo.yaml` then `evaluate` with a tiny saved model."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "tiny-resnet"
+    save_tiny_transformers_classifier(model)
+    root = Path(__file__).resolve().parents[2]
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    build = [sys.executable, "-m", "pipeline", "build", str(root / "manifests" / "demo.yaml"),
+             "--out", str(tmp_path / "release"), "--workers", "1", "--no-progress"]
+    assert subprocess.run(build, env=env, capture_output=True, timeout=300).returncode == 0
+    run = subprocess.run([sys.executable, "-m", "pipeline", "evaluate", str(tmp_path / "release"), "--model",
+                          str(model), "--workers", "1"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    document = json.loads((tmp_path / "release" / "results" / "tiny-resnet.json").read_text())
+    assert document["samples"] == 342 and document["labelled"] == 0 and document["notes"]
+    assert pq.read_table(tmp_path / "release" / "results" / "tiny-resnet.predictions.parquet").num_rows == 342
+
+
+def save_tiny_transformers_classifier(out: Path) -> Path:
+    """A 2-stage ResNet with 3 labels and a preprocessor config, saved as safetensors."""
+    import torch
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=3,
+                          id2label={0: "circle", 1: "square", 2: "triangle"},
+                          label2id={"circle": 0, "square": 1, "triangle": 2})
+    ResNetForImageClassification(config).eval().save_pretrained(out, safe_serialization=True)
+    (out / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"height": 32, "width": 32}, "image_mean": [0.5] * 3, "image_std": [0.25] * 3, "do_normalize": True}))
+    return out
