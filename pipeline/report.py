@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.evaluate.results import read_results
+from pipeline.evaluate.summary import result_rows, results_markdown
 from pipeline.writers.thumbnails import save_rejected_thumbnails  # noqa: F401 - re-exported
 
 LEVEL_KEYS = ("severity", "scale", "level", "strength")
@@ -216,7 +218,7 @@ def write_report(release: str | Path, out: str | Path, examples: int = 12) -> Re
     sections = {"counts": counts, "recorded": view.provenance.get("counts"),
                 "acceptance": acceptance(view.samples), "causes": rejection_causes(view.samples),
                 "thresholds": view.thresholds,
-                "histograms": histograms, "grids": grids}
+                "histograms": histograms, "grids": grids, "results": read_results(view.root)}
     name = view.provenance.get("release", {}).get("name", view.root.name)
     out.write_text(render_html(name, sections, out.parent))
     markdown = out.with_suffix(".md")
@@ -252,6 +254,7 @@ def render_markdown(name: str, sections: dict, base: Path) -> str:
     lines += [f"- {n}: {_bounds(t)}" for n, t in sorted(sections["thresholds"].items())] or ["- none"]
     lines += [""] + [f"![{p.stem}]({p.relative_to(base).as_posix()})" for p in
                      sections["histograms"] + sections["grids"]]
+    lines += ["", *results_markdown(sections.get("results") or [])]
     return "\n".join(lines) + "\n"
 
 
@@ -286,5 +289,12 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} img{{max-width:1
 <h2>Thresholds</h2>{_html_table(["score", "passes when"], thresholds)}
 <h2>Score distributions</h2>{images}
 <h2>Examples</h2>{grids}
+{_results_html(sections.get("results") or [])}
 </body></html>
 """
+
+
+def _results_html(documents: list[dict]) -> str:
+    if not documents:
+        return ""
+    return "<h2>Results</h2>" + _html_table(["model", "benchmark", "figures"], result_rows(documents))

@@ -57,6 +57,10 @@ def evaluate_release(release: str | Path, models: list[EvalModel], out: str | Pa
             plots = plot_results(document, out / RESULTS_DIR)
             on_event(f"{model.name}: {len(rows)} samples → {path}" + (f" (+{len(plots)} plots)" if plots else ""))
             written.append(path)
+    if out.resolve() == release.resolve():
+        from pipeline.card import write_dataset_card
+
+        write_dataset_card(release)  # the card's Results section
     return written
 
 

@@ -167,3 +167,23 @@ def save_tiny_transformers_classifier(out: Path) -> Path:
     (out / "preprocessor_config.json").write_text(json.dumps(
         {"size": {"height": 32, "width": 32}, "image_mean": [0.5] * 3, "image_std": [0.25] * 3, "do_normalize": True}))
     return out
+
+
+def test_results_in_the_release_reach_the_card_the_report_and_publish(shapes_release, evaluated, tmp_path):
+    from pipeline.publish import collect_release_files
+    from pipeline.report import write_report
+
+    release, _, specs = shapes_release
+    _, document = evaluated
+    run_evaluate(release, specs["alpha"], None)              # results/ inside the release
+    errors = document["metrics"]["imagenet_c"]["errors"]
+    mean = np.mean([e for by_severity in errors.values() for e in by_severity.values()])
+    line = f"| alpha | imagenet_c | mean corruption error {100 * mean:.1f}%, clean error –, mCE –"
+    assert line in (release / "README.md").read_text()
+    report = write_report(release, tmp_path / "report.html")
+    assert line in report.markdown.read_text()
+    assert "<h2>Results</h2>" in report.html.read_text()
+    _, files = collect_release_files(release)
+    uploaded = {f.path for f in files}
+    assert {"results/alpha.json", "results/alpha.predictions.parquet", "results/alpha-imagenet_c.png"} <= uploaded
+    assert not any(".evaluate" in path for path in uploaded)
