@@ -66,11 +66,14 @@ def _is_done(record: ShardRecord | None, unit: EvalUnit, store: ReleaseStore) ->
 def evaluate_shard(unit: EvalUnit, release: str, work: str, model: EvalModel, options: EvalOptions) -> ShardRecord:
     """On a worker: predictions for every sample of one shard, written as one Parquet part."""
     started = time.perf_counter()
-    predictor = predictor_for(model, resolve_device(options.device), options.topk)
-    keys, records = [], []
+    predictor = predictor_for(model, resolve_device(options.device), options.topk)  # loads once per process
+    loaded = time.perf_counter()
+    keys, records, predicting = [], [], 0.0
     for batch_keys, images in _batches(read_shard(str(Path(release) / unit.path)), options.batch_size):
         keys += batch_keys
+        tick = time.perf_counter()
         records += predictor(images)
+        predicting += time.perf_counter() - tick
     data = _parquet_bytes(keys, records)
     store = ReleaseStore(work)
     store.write_atomic(unit.part, data)
@@ -78,7 +81,8 @@ def evaluate_shard(unit: EvalUnit, release: str, work: str, model: EvalModel, op
                        sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), count=len(keys),
                        first_key=min(keys, default=None), last_key=max(keys, default=None),
                        counts={"ok": len(keys), "rejected": 0, "error": 0},
-                       seconds=round(time.perf_counter() - started, 4))
+                       seconds=round(time.perf_counter() - started, 4),
+                       rows=[{"load_seconds": round(loaded - started, 4), "predict_seconds": round(predicting, 4)}])
 
 
 def _batches(samples, size: int):
@@ -127,9 +131,13 @@ def run_model(client: Any, release: Path, out: Path, model: EvalModel, units: li
               resources_for=lambda u: {"GPU": 1} if options.gpu else {}, on_done=on_done)
     wall = time.perf_counter() - started
     images, busy = sum(r.count for r in done), sum(r.seconds for r in done)
+    loading = sum(row.get("load_seconds", 0.0) for r in done for row in r.rows)
+    working = busy - loading
     return {"shards_run": len(done), "shards_skipped": len(units) - len(todo), "images_run": images,
-            "task_seconds": round(busy, 3), "wall_seconds": round(wall, 3),
-            "images_per_second_per_worker": round(images / busy, 2) if busy else None,
+            "task_seconds": round(busy, 3), "model_load_seconds": round(loading, 3),
+            "predict_seconds": round(sum(row.get("predict_seconds", 0.0) for r in done for row in r.rows), 3),
+            "wall_seconds": round(wall, 3),
+            "images_per_second_per_worker": round(images / working, 2) if working > 0 else None,
             "options": asdict(options)}
 
 

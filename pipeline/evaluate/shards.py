@@ -59,16 +59,17 @@ def release_shards(provenance: dict[str, Any], configs: list[str] | None = None)
 
 
 def read_shard(path: str) -> Iterator[tuple[str, np.ndarray]]:
-    """(key, uint8 image) per sample of one tar, in tar order."""
-    import webdataset as wds
+    """(key, uint8 image) per sample of one tar, in tar order, through webdataset's tar
+    iterator and key grouping (no pipeline around them: nothing to shuffle or split here)."""
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-    dataset = wds.WebDataset(path, shardshuffle=False, empty_check=False, nodesplitter=None,
-                             workersplitter=None)
-    for sample in dataset:
-        ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
-        if ext is None:
-            raise ReleaseError(f"{path}: sample {sample['__key__']} has no image member")
-        yield sample["__key__"], decode(sample[ext])
+    with open(path, "rb") as handle:
+        members = ({**member, "__url__": path} for member in tar_file_iterator(handle))
+        for sample in group_by_keys(members):
+            ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+            if ext is None:
+                raise ReleaseError(f"{path}: sample {sample['__key__']} has no image member")
+            yield sample["__key__"], decode(sample[ext])
 
 
 def decode(data: bytes) -> np.ndarray:
