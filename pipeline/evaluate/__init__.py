@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.evaluate.clean import clean_rows, source_shards
 from pipeline.evaluate.metrics import compute_metrics, per_config
 from pipeline.evaluate.models import EvalModel, model_labels, parse_model
 from pipeline.evaluate.plots import plot_results
@@ -35,7 +36,7 @@ __all__ = ["EvalOptions", "ReleaseError", "evaluate_release", "load_baseline", "
 def evaluate_release(release: str | Path, models: list[EvalModel], out: str | Path | None = None, *,
                      options: EvalOptions | None = None, baseline: str | Path | None = None,
                      configs: list[str] | None = None, workers: int | None = None, scheduler: str | None = None,
-                     on_event: Callable[[str], None] = lambda _msg: None) -> list[Path]:
+                     clean_source: bool = False, on_event: Callable[[str], None] = lambda _msg: None) -> list[Path]:
     """Evaluate every model; returns the results files written."""
     from pipeline.engine import dask_client
 
@@ -44,12 +45,18 @@ def evaluate_release(release: str | Path, models: list[EvalModel], out: str | Pa
     provenance = read_provenance(release)
     shards = release_shards(provenance, configs)
     samples = sample_table(release)
+    sources: dict[str, tuple[Any, list[Any]]] = {}
+    if clean_source:
+        spec, clean_shards, members = source_shards(provenance)
+        shards += clean_shards
+        samples += clean_rows(members)
+        sources = {shard_id: (spec, items) for shard_id, items in members.items()}
     base = load_baseline(baseline) if baseline is not None else None
     written = []
     with dask_client(workers=workers, scheduler=scheduler, dashboard=False) as client:
         for model in models:
             units = plan_units(shards, model, options)
-            run = run_model(client, release, out, model, units, options, on_event)
+            run = run_model(client, release, out, model, units, options, on_event, sources)
             labels = model_labels(model)
             rows = join_predictions(samples, read_predictions(work_dir(out, model), units), labels)
             document = _document(model, labels, release, provenance, rows, run, base)

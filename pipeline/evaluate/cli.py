@@ -20,6 +20,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", default=None, help="results/<model>.json of a baseline model (CE, mCE, BE, ER)")
     p.add_argument("--out", default=None, help="folder for results/ (default: the release folder)")
     p.add_argument("--configs", default=None, help="comma-separated configs to evaluate (default: all)")
+    p.add_argument("--clean-source", action="store_true",
+                   help="also evaluate the release's source images as config 'clean' (clean error, relative mCE, "
+                        "rBE, attack success); the source must be readable here")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--topk", type=int, default=5, help="predictions stored per sample (default: 5)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -54,6 +57,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         written = evaluate_release(args.release, models, args.out, options=options, baseline=args.baseline,
                                    configs=configs, workers=args.workers, scheduler=args.scheduler,
+                                   clean_source=args.clean_source,
                                    on_event=lambda msg: print(msg, file=sys.stderr))
     except ReleaseError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None

@@ -63,18 +63,24 @@ def _is_done(record: ShardRecord | None, unit: EvalUnit, store: ReleaseStore) ->
             and store.sha256(unit.part) == record.sha256)
 
 
-def evaluate_shard(unit: EvalUnit, release: str, work: str, model: EvalModel, options: EvalOptions) -> ShardRecord:
-    """On a worker: predictions for every sample of one shard, written as one Parquet part."""
+def evaluate_shard(unit: EvalUnit, release: str, work: str, model: EvalModel, options: EvalOptions,
+                   source: tuple[Any, list[Any]] | None = None) -> ShardRecord:
+    """On a worker: predictions for every sample of one shard, written as one Parquet part
+    (or, with `source` = (source spec, items), for a slice of the clean source)."""
+    if source is not None:
+        from pipeline.evaluate.clean import evaluate_source_unit
+
+        return evaluate_source_unit(unit, source[1], source[0], work, model, options)
     started = time.perf_counter()
     predictor = predictor_for(model, resolve_device(options.device), options.topk)  # loads once per process
     loaded = time.perf_counter()
     keys, records, predicting = [], [], 0.0
-    for batch_keys, images in _batches(read_shard(str(Path(release) / unit.path)), options.batch_size):
+    for batch_keys, images in batches(read_shard(str(Path(release) / unit.path)), options.batch_size):
         keys += batch_keys
         tick = time.perf_counter()
         records += predictor(images)
         predicting += time.perf_counter() - tick
-    data = _parquet_bytes(keys, records)
+    data = parquet_bytes(keys, records)
     store = ReleaseStore(work)
     store.write_atomic(unit.part, data)
     return ShardRecord(shard_id=unit.shard_id, config=unit.config, fingerprint=unit.fingerprint, path=unit.part,
@@ -85,7 +91,7 @@ def evaluate_shard(unit: EvalUnit, release: str, work: str, model: EvalModel, op
                        rows=[{"load_seconds": round(loaded - started, 4), "predict_seconds": round(predicting, 4)}])
 
 
-def _batches(samples, size: int):
+def batches(samples, size: int):
     """Runs of at most `size` consecutive images of one shape (COCO images differ in size)."""
     keys, images = [], []
     for key, image in samples:
@@ -98,7 +104,7 @@ def _batches(samples, size: int):
         yield keys, images
 
 
-def _parquet_bytes(keys: list[str], records: list[dict[str, Any]]) -> bytes:
+def parquet_bytes(keys: list[str], records: list[dict[str, Any]]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -111,7 +117,8 @@ def _parquet_bytes(keys: list[str], records: list[dict[str, Any]]) -> bytes:
 
 
 def run_model(client: Any, release: Path, out: Path, model: EvalModel, units: list[EvalUnit],
-              options: EvalOptions, on_event: Callable[[str], None]) -> dict[str, Any]:
+              options: EvalOptions, on_event: Callable[[str], None],
+              sources: dict[str, tuple[Any, list[Any]]] | None = None) -> dict[str, Any]:
     """Run the model's pending shards; returns counts and per-worker throughput."""
     from pipeline.engine import run_units
 
@@ -127,7 +134,7 @@ def run_model(client: Any, release: Path, out: Path, model: EvalModel, units: li
 
     started = time.perf_counter()
     run_units(client, todo, evaluate_shard,
-              args_for=lambda u: (u, str(release), str(work), model, options),
+              args_for=lambda u: (u, str(release), str(work), model, options, (sources or {}).get(u.shard_id)),
               resources_for=lambda u: {"GPU": 1} if options.gpu else {}, on_done=on_done)
     wall = time.perf_counter() - started
     images, busy = sum(r.count for r in done), sum(r.seconds for r in done)

@@ -119,6 +119,23 @@ def test_a_second_model_is_normalised_by_the_baseline(shapes_release, evaluated,
         assert result["ce"][corruption] == (pytest.approx(ours / theirs) if theirs else None)
 
 
+def test_clean_source_gives_the_clean_error_and_relative_mce(shapes_release, tmp_path):
+    release, nets, specs = shapes_release
+    [base_path] = run_evaluate(release, specs["alpha"], tmp_path / "a", clean_source=True)
+    [path] = run_evaluate(release, specs["beta"], tmp_path / "b", clean_source=True, baseline=base_path)
+    base, ours = (json.loads(p.read_text())["metrics"]["imagenet_c"] for p in (base_path, path))
+    images, classes = shapes(12, seed=5)          # the folder source's images and their classes
+    for name, result in (("alpha", base), ("beta", ours)):
+        assert result["clean_error"] == pytest.approx(np.mean(predict(nets[name], images) != classes))
+    for corruption in CORRUPTIONS:
+        mine, theirs = ours["errors"][corruption], base["errors"][corruption]
+        denominator = sum(theirs[s] - base["clean_error"] for s in ("1", "5"))
+        expected = sum(mine[s] - ours["clean_error"] for s in ("1", "5")) / denominator if denominator else None
+        assert ours["relative_ce"].get(corruption) == (None if expected is None else pytest.approx(expected))
+    clean = json.loads(path.read_text())["per_config"]["clean"]
+    assert clean == {"stage": "source", "n": 12, "labelled": 12, "accuracy": pytest.approx(1 - ours["clean_error"])}
+
+
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(shapes_release, tmp_path, capsys):
     release, _, specs = shapes_release
     out = tmp_path / "out"
