@@ -11,6 +11,10 @@ then measures on the same shards, with the same thread count and batch size:
 - plain loop: one process reads every tar with `tarfile` + PIL, stacks batches,
   resizes and normalises, runs the model and keeps the top-5, nothing written.
 
+Best of --repeats each, alternating. Besides wall-clock rates, both sides report images
+per CPU second of the thread doing the work (model load excluded), which a machine
+shared with other jobs does not distort.
+
     .venv/bin/python scripts/bench_evaluate.py [--release DIR | --demo] [--batch-size 64] [--threads 1] [--repeats 2]
 
 Writes scripts/results/evaluate.json.
@@ -57,7 +61,7 @@ def save_model(out: Path) -> Path:
     return out
 
 
-def plain_loop(release: Path, model_dir: Path, batch_size: int) -> tuple[int, float]:
+def plain_loop(release: Path, model_dir: Path, batch_size: int) -> tuple[int, float, float]:
     """The reference: decode, batch, normalise, forward, top-5; nothing else."""
     import torch
     from PIL import Image
@@ -66,7 +70,7 @@ def plain_loop(release: Path, model_dir: Path, batch_size: int) -> tuple[int, fl
     model = ResNetForImageClassification.from_pretrained(model_dir).eval()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    started, count = time.perf_counter(), 0
+    started, cpu, count = time.perf_counter(), time.thread_time(), 0
     for tar_path in sorted((release / "data").glob("*/*.tar")):
         with tarfile.open(tar_path) as tar:
             images = [np.asarray(Image.open(tar.extractfile(m)).convert("RGB"))
@@ -76,7 +80,7 @@ def plain_loop(release: Path, model_dir: Path, batch_size: int) -> tuple[int, fl
             with torch.inference_mode():
                 model(pixel_values=(x - mean) / std).logits.softmax(1).topk(5, dim=1)
             count += len(x)
-    return count, time.perf_counter() - started
+    return count, time.perf_counter() - started, time.thread_time() - cpu
 
 
 def evaluate_once(release: Path, model_dir: Path, out: Path, batch_size: int) -> dict:
@@ -110,14 +114,16 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "pipeline", "build", str(manifest), "--out", str(release),
                         "--no-progress"], check=True, cwd=ROOT)
     model_dir = save_model(work / "resnet")
-    plain, ours = [], []
+    plain, plain_cpu, ours = [], [], []
     for _ in range(args.repeats):  # alternate so drifting load on a shared machine hits both alike
-        count, seconds = plain_loop(release, model_dir, args.batch_size)
+        count, seconds, cpu = plain_loop(release, model_dir, args.batch_size)
         plain.append(count / seconds)
+        plain_cpu.append(count / cpu)
         ours.append(evaluate_once(release, model_dir, work / "out", args.batch_size))
     best = max(ours, key=lambda r: r["images_per_second_per_worker"])
     per_worker = best["images_per_second_per_worker"]
     wall = best["images_run"] / best["wall_seconds"]
+    per_cpu = max(r["images_per_cpu_second"] for r in ours)
     result = {
         "release": str(args.release) if args.release else ("demo" if args.demo else "BENCH_MANIFEST"),
         "images": best["images_run"], "shards": best["shards_run"], "batch_size": args.batch_size,
@@ -127,6 +133,10 @@ def main() -> None:
         "evaluate_images_per_s_wall": round(wall, 2),
         "ratio_per_worker_vs_plain": round(per_worker / max(plain), 3),
         "ratio_wall_vs_plain": round(wall / max(plain), 3),
+        "plain_loop_images_per_cpu_s": round(max(plain_cpu), 2),
+        "evaluate_images_per_cpu_s": per_cpu,
+        "ratio_cpu_vs_plain": round(per_cpu / max(plain_cpu), 3),
+        "load_average": os.getloadavg()[0],
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch": torch.__version__},
     }

@@ -73,7 +73,7 @@ def evaluate_shard(unit: EvalUnit, release: str, work: str, model: EvalModel, op
         return evaluate_source_unit(unit, source[1], source[0], work, model, options)
     started = time.perf_counter()
     predictor = predictor_for(model, resolve_device(options.device), options.topk)  # loads once per process
-    loaded = time.perf_counter()
+    loaded, cpu = time.perf_counter(), time.thread_time()
     keys, records, predicting = [], [], 0.0
     for batch_keys, images in batches(read_shard(str(Path(release) / unit.path)), options.batch_size):
         keys += batch_keys
@@ -88,7 +88,8 @@ def evaluate_shard(unit: EvalUnit, release: str, work: str, model: EvalModel, op
                        first_key=min(keys, default=None), last_key=max(keys, default=None),
                        counts={"ok": len(keys), "rejected": 0, "error": 0},
                        seconds=round(time.perf_counter() - started, 4),
-                       rows=[{"load_seconds": round(loaded - started, 4), "predict_seconds": round(predicting, 4)}])
+                       rows=[{"load_seconds": round(loaded - started, 4), "predict_seconds": round(predicting, 4),
+                              "cpu_seconds": round(time.thread_time() - cpu, 4)}])
 
 
 def batches(samples, size: int):
@@ -145,6 +146,9 @@ def run_model(client: Any, release: Path, out: Path, model: EvalModel, units: li
             "predict_seconds": round(sum(row.get("predict_seconds", 0.0) for r in done for row in r.rows), 3),
             "wall_seconds": round(wall, 3),
             "images_per_second_per_worker": round(images / working, 2) if working > 0 else None,
+            # CPU time of the task threads after model load: the per-worker cost, whatever else shares the machine
+            "images_per_cpu_second": round(images / cpu, 2) if (cpu := sum(
+                row.get("cpu_seconds", 0.0) for r in done for row in r.rows)) > 0 else None,
             "options": asdict(options)}
 
 
