@@ -54,7 +54,12 @@ def parse_model(argument: str) -> EvalModel:
             raise ModelLoadError(f"model {argument} does not exist")
         spec = ClassifierSpec(path=argument)
     weight_files(spec)
-    return EvalModel(spec, "detector" if is_detector(spec) else "classifier")
+    model = EvalModel(spec, "detector" if is_detector(spec) else "classifier")
+    if spec.resolved_format() != "transformers" and spec.input_size is None:
+        raise ModelLoadError(f"{spec.path}: input_size is not declared (a .pt2/TorchScript model needs a spec "
+                             "file with input_size, mean, std and labels)")
+    model_labels(model)  # a classifier without labels is refused here, not on a worker
+    return model
 
 
 def is_detector(spec: ClassifierSpec) -> bool:

@@ -99,10 +99,12 @@ def test_rerun_resumes_and_a_damaged_part_is_redone(shapes_release, evaluated):
     [path] = run_evaluate(release, specs["alpha"], out)
     assert json.loads(path.read_text())["run"]["shards_run"] == 0
     part = out / ".evaluate" / "alpha" / "parts" / "contrast-5" / "test-00001.parquet"
-    part.write_bytes(part.read_bytes()[:-10])
+    intact = part.read_bytes()
+    part.write_bytes(intact[:-10])
     [path] = run_evaluate(release, specs["alpha"], out)
     again = json.loads(path.read_text())
     assert again["run"]["shards_run"] == 1
+    assert part.read_bytes() == intact                  # deterministic on CPU: the same bytes again
     assert again["metrics"] == first["metrics"]
 
 
@@ -141,6 +143,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(shapes_release, tmp_
     out = tmp_path / "out"
     cases = [[str(tmp_path), "--model", str(specs["alpha"])],                         # not a release
              [str(release), "--model", str(tmp_path / "missing.pt")],                  # no such model
+             [str(release), "--model", str(specs["alpha"].parent / "alpha.pt")],       # TorchScript, no spec
              [str(release), "--model", str(specs["alpha"]), "--baseline", str(specs["beta"])],  # not results
              [str(release), "--model", str(specs["alpha"]), "--configs", "fog-3"]]     # unknown config
     for argv in cases:
