@@ -267,3 +267,37 @@ def test_target_index_reads_ints_single_item_lists_and_class_names():
 def test_per_config_counts_and_accuracy():
     rows = corrupted("fog", 1, [1, 0, 1, 1]) + [row("fog-1", "corruptions", None, 0)]
     assert per_config(rows) == {"fog-1": {"stage": "corruptions", "n": 5, "labelled": 4, "accuracy": 0.75}}
+
+
+# -- what report, card and plots show -------------------------------------------------------------
+def test_every_benchmark_renders_a_results_row_and_a_plot(tmp_path):
+    from pipeline.evaluate.plots import plot_results
+    from pipeline.evaluate.summary import result_rows, results_markdown
+
+    clean = [row("clean", "corruptions", 0, 0, source_key="a"), row("clean", "corruptions", 0, 1, source_key="b")]
+    metrics = {
+        "imagenet_c": imagenet_c(corrupted("fog", 1, [1, 0]) + corrupted("fog", 3, [0, 0]), clean,
+                                 {"errors": {"fog": {"1": 0.25, "3": 0.5}}, "clean_error": 0.0}),
+        "medmnist_c": medmnist_c(corrupted("blur", 1, [1, 0], stage="medical", dataset="bloodmnist"), clean, 3, None),
+        "cns_bench": cns_bench(trajectory("t1", [1, 0, 1])),
+        "metashift": metashift([row("test", "metashift", 0, 0, meta={"split": "test", "subsets": ["a(b)"]})],
+                               {"x": {"test": ["a(b)"], "d": {"a(b)": 0.3}}}),
+        "adversarial": adversarial([row("eps4", "adversarial", 0, 1, {"epsilon": 4}, source_key="a")], clean,
+                                   ["x", "y"]),
+        "coco_o": {"ap": {"sketch": 0.2, "cartoon": 0.4}, "mean_ap": 0.3, "clean_ap": 0.5, "ap_drop": 0.2,
+                   "relative_drop": 0.4, "effective_robustness": -0.05},
+    }
+    document = {"model": {"name": "m"}, "metrics": metrics, "samples": 9}
+    rows = {family: text for _, family, text in result_rows([document])}
+    assert rows["imagenet_c"] == ("mean corruption error 75.0%, clean error 50.0%, mCE 200.0%, "
+                                  "relative mCE 66.7%")  # (1.5 − 2·0.5) / (0.75 − 0)
+    assert rows["cns_bench"] == "snow: mean failure point 0.500, never failed 0/1"
+    assert rows["coco_o"] == "mean AP 0.300 over 2 domains, clean AP 0.500, effective robustness -0.050"
+    assert rows["metashift"] == "test accuracy 100.0%"
+    assert rows["adversarial"] == "clean accuracy 50.0%; eps4: accuracy 0.0%, success 100.0%"
+    assert rows["medmnist_c"] == "bloodmnist: BE –, rBE –, clean balanced error 25.0%"
+    assert results_markdown([document])[0] == "## Results"
+    unlabelled = {"model": {"name": "u"}, "metrics": {}, "samples": 3, "notes": ["no labels"]}
+    assert result_rows([unlabelled]) == [["u", "–", "3 samples predicted; no labels"]]
+    written = plot_results(document, tmp_path)
+    assert sorted(p.name for p in written) == sorted(f"m-{family}.png" for family in metrics)
