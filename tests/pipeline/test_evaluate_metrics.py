@@ -295,7 +295,7 @@ def test_every_benchmark_renders_a_results_row_and_a_plot(tmp_path):
     assert rows["coco_o"] == "mean AP 0.300 over 2 domains, clean AP 0.500, effective robustness -0.050"
     assert rows["metashift"] == "test accuracy 100.0%"
     assert rows["adversarial"] == "clean accuracy 50.0%; eps4: accuracy 0.0%, success 100.0%"
-    assert rows["medmnist_c"] == "bloodmnist: BE –, rBE –, clean balanced error 25.0%"
+    assert rows["medmnist_c"] == "bloodmnist: BE –, rBE –, clean balanced error 50.0%"  # recall(0) = 1/2
     assert results_markdown([document])[0] == "## Results"
     unlabelled = {"model": {"name": "u"}, "metrics": {}, "samples": 3, "notes": ["no labels"]}
     assert result_rows([unlabelled]) == [["u", "–", "3 samples predicted; no labels"]]
