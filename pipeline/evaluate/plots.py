@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: importing this module leaves the backend alone
 
 
 def plot_results(document: dict[str, Any], folder: Path) -> list[Path]:
@@ -19,15 +16,14 @@ def plot_results(document: dict[str, Any], folder: Path) -> list[Path]:
     for family, draw in drawers.items():
         if family not in metrics:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        fig = Figure(figsize=(7, 4), dpi=100)
+        ax = fig.subplots()
         if draw(ax, metrics[family]) is False:
-            plt.close(fig)
             continue
         ax.set_title(f"{name} — {family}")
         fig.tight_layout()
         path = folder / f"{name}-{family}.png"
         fig.savefig(path, metadata={"Software": None})  # no version string: same results, same bytes
-        plt.close(fig)
         written.append(path)
     return written
 
