@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.evaluate.clean import clean_rows, source_shards
+from pipeline.evaluate.clean import CLEAN_CONFIG, clean_rows, source_shards
 from pipeline.evaluate.metrics import compute_metrics, per_config
 from pipeline.evaluate.models import EvalModel, model_labels, parse_model
 from pipeline.evaluate.plots import plot_results
@@ -46,8 +46,10 @@ def evaluate_release(release: str | Path, models: list[EvalModel], out: str | Pa
     shards = release_shards(provenance, configs)
     samples = sample_table(release)
     sources: dict[str, tuple[Any, list[Any]]] = {}
+    annotations = None
     if clean_source:
-        spec, clean_shards, members = source_shards(provenance)
+        spec, clean_shards, members, clean_coco = source_shards(provenance)
+        annotations = None if clean_coco is None else {CLEAN_CONFIG: clean_coco}
         shards += clean_shards
         samples += clean_rows(members)
         sources = {shard_id: (spec, items) for shard_id, items in members.items()}
@@ -59,7 +61,7 @@ def evaluate_release(release: str | Path, models: list[EvalModel], out: str | Pa
             run = run_model(client, release, out, model, units, options, on_event, sources)
             labels = model_labels(model)
             rows = join_predictions(samples, read_predictions(work_dir(out, model), units), labels)
-            document = _document(model, labels, release, provenance, rows, run, base)
+            document = _document(model, labels, release, provenance, rows, run, base, annotations)
             path = write_results(out, model.name, document, rows)
             plots = plot_results(document, out / RESULTS_DIR)
             on_event(f"{model.name}: {len(rows)} samples → {path}" + (f" (+{len(plots)} plots)" if plots else ""))
@@ -72,7 +74,8 @@ def evaluate_release(release: str | Path, models: list[EvalModel], out: str | Pa
 
 
 def _document(model: EvalModel, labels: list[str], release: Path, provenance: dict[str, Any],
-              rows: list[dict[str, Any]], run: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
+              rows: list[dict[str, Any]], run: dict[str, Any], baseline: dict[str, Any] | None,
+              annotations: dict[str, Any] | None = None) -> dict[str, Any]:
     info = provenance.get("release", {})
     labelled = sum(r["target"] is not None for r in rows)
     return {
@@ -90,7 +93,8 @@ def _document(model: EvalModel, labels: list[str], release: Path, provenance: di
             "label-based metrics are left out"],
         "per_config": per_config(rows),
         "metrics": compute_metrics(rows, release=release, provenance=provenance, model_labels=labels,
-                                   baseline=None if baseline is None else baseline["metrics"]),
+                                   baseline=None if baseline is None else baseline["metrics"],
+                                   annotations=annotations),
         "run": run,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "predictions": f"{RESULTS_DIR}/{model.name}.predictions.parquet",

@@ -25,14 +25,17 @@ CLEAN_CONFIG = "clean"
 CLEAN_STAGE = "source"
 
 
-def source_shards(provenance: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], dict[str, list[Any]]]:
-    """(source spec, shard-like records for `plan_units`, items per shard id); ReleaseError if unreadable."""
+def source_shards(provenance: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], dict[str, list[Any]],
+                                                     dict[str, Any] | None]:
+    """(source spec, shard-like records for `plan_units`, items per shard id, COCO annotations of
+    the clean items or None); ReleaseError if the source cannot be read."""
     from pipeline.manifest import ManifestError, parse_release
     from pipeline.sources import SourceError, open_source
 
     try:
         manifest = parse_release(provenance["manifest"])
-        items = list(open_source(manifest.source).index())
+        source = open_source(manifest.source)
+        items = list(source.index())
     except (KeyError, ManifestError, SourceError, OSError) as exc:
         raise ReleaseError(f"--clean-source: cannot read the release's source: {str(exc).splitlines()[0]}") from None
     if CLEAN_CONFIG in {s.get("config") for s in provenance.get("shards", [])}:
@@ -46,7 +49,20 @@ def source_shards(provenance: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]
         shards.append({"shard_id": shard_id, "config": CLEAN_CONFIG, "path": "", "sha256": digest,
                        "count": len(chunk)})
         members[shard_id] = chunk
-    return manifest.source, shards, members
+    return manifest.source, shards, members, clean_annotations(source, items)
+
+
+def clean_annotations(source: Any, items: list[Any]) -> dict[str, Any] | None:
+    """A COCO source's instances json for its own items, file names = `<key>.png` like a domain's."""
+    dataset = getattr(source, "dataset", None)
+    if not isinstance(dataset, dict) or "annotations" not in dataset:
+        return None
+    records = {im["id"]: im for im in dataset["images"]}
+    ids = {item.ref: item.key for item in items if item.ref in records}
+    images = [{"id": i, "file_name": f"{key}.png", "width": records[i].get("width"),
+               "height": records[i].get("height")} for i, key in ids.items()]
+    annotations = [a for a in dataset["annotations"] if a["image_id"] in ids]
+    return {"images": images, "annotations": annotations, "categories": dataset["categories"]}
 
 
 def clean_rows(members: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -116,3 +116,22 @@ def test_detector_boxes_and_ap_per_domain(coco_release, scheduler, tmp_path):
         assert coco_o["ap"][domain] == pytest.approx(max(evaluation.stats[0], 0.0))
     assert coco_o["mean_ap"] == pytest.approx(np.mean([coco_o["ap"]["sketch"], coco_o["ap"]["weather"]]))
     assert coco_o["clean_ap"] is None and "effective_robustness" not in coco_o
+
+
+def test_clean_source_gives_the_clean_ap_and_the_drop(coco_release, scheduler, tmp_path):
+    from pipeline.evaluate.clean import clean_annotations
+    from pipeline.evaluate.shards import read_provenance
+    from pipeline.manifest import parse_release
+    from pipeline.sources import open_source
+
+    release, model_dir = coco_release
+    [path] = evaluate_release(release, [parse_model(str(model_dir))], tmp_path, options=EvalOptions(batch_size=2),
+                              scheduler=scheduler, clean_source=True)
+    coco_o = json.loads(path.read_text())["metrics"]["coco_o"]
+    assert set(coco_o["ap"]) == {"sketch", "weather"} and coco_o["clean_ap"] is not None
+    assert coco_o["ap_drop"] == pytest.approx(coco_o["clean_ap"] - coco_o["mean_ap"])
+    source = open_source(parse_release(read_provenance(release)["manifest"]).source)
+    doc = clean_annotations(source, list(source.index()))
+    assert sorted((im["id"], im["file_name"]) for im in doc["images"]) == [(139, "000000000139.png"),
+                                                                             (285, "000000000285.png")]
+    assert len(doc["annotations"]) == 2 and doc["categories"] == CATEGORIES

@@ -35,7 +35,10 @@ def per_config(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def compute_metrics(rows: list[dict[str, Any]], *, release: Path, provenance: dict[str, Any],
-                    model_labels: list[str], baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+                    model_labels: list[str], baseline: dict[str, Any] | None = None,
+                    annotations: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Metrics by benchmark; `annotations` adds COCO instances for configs the release has none
+    for (the clean source under --clean-source)."""
     baseline = baseline or {}
     clean = [r for r in rows if is_clean(r)]
     stages: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -53,5 +56,6 @@ def compute_metrics(rows: list[dict[str, Any]], *, release: Path, provenance: di
         metrics["metashift"] = metashift(stages["metashift"], provenance)
         metrics["adversarial"] = adversarial(stages["adversarial"], clean, model_labels)
     else:
-        metrics["coco_o"] = coco_o([*stages["styles"], *clean], release, model_labels, baseline.get("coco_o"))
+        metrics["coco_o"] = coco_o([*stages["styles"], *clean], release, model_labels, baseline.get("coco_o"),
+                                   annotations)
     return {name: value for name, value in metrics.items() if value is not None}

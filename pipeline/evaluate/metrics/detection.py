@@ -59,22 +59,28 @@ def bbox_ap(annotations: dict[str, Any], detections: list[dict[str, Any]]) -> fl
     return max(float(evaluation.stats[0]), 0.0)  # -1 means "no ground truth in this area range"
 
 
-def coco_o(rows: list[dict[str, Any]], release: Path, model_labels: list[str],
-           baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+def coco_o(rows: list[dict[str, Any]], release: Path, model_labels: list[str], baseline: dict[str, Any] | None,
+           extra: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """AP per config that has annotations (the release's, or `extra` by config name)."""
+    extra = extra or {}
     by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        if "boxes" in row and (release / "annotations" / row["config"] / "instances.json").is_file():
+        if "boxes" in row and (row["config"] in extra or _annotation_path(release, row["config"]).is_file()):
             by_config[row["config"]].append(row)
     if not by_config:
         return None
     ap = {}
     for config, members in sorted(by_config.items()):
-        annotations = json.loads((release / "annotations" / config / "instances.json").read_text())
+        annotations = extra.get(config) or json.loads(_annotation_path(release, config).read_text())
         ap[config] = bbox_ap(annotations, coco_detections(members, annotations, model_labels))
     clean = ap.pop(CLEAN, None)
     result: dict[str, Any] = {"ap": ap, "mean_ap": mean_or_none(ap.values()), "clean_ap": clean}
     result |= robustness(result["mean_ap"], clean, baseline)
     return result
+
+
+def _annotation_path(release: Path, config: str) -> Path:
+    return release / "annotations" / config / "instances.json"
 
 
 def robustness(shifted: float | None, clean: float | None, baseline: dict[str, Any] | None) -> dict[str, Any]:
