@@ -260,6 +260,9 @@ def test_target_index_reads_ints_single_item_lists_and_class_names():
     assert target_index([0, 1], {}, labels) is None                 # multi-label: no single class
     assert target_index(None, {}, labels) is None
     assert target_index(0, {"class_names": ["shark", "tench"]}, labels) == 2
+    assert target_index(0, {"class_name": "goldfish"}, labels) == 1      # folder / prompts sources
+    assert target_index(0, {"class_name": "cat"}, labels) is None        # a class the model does not know
+    assert target_index(2, {"class_name": "cat"}, ["LABEL_0", "LABEL_1", "LABEL_2"]) == 2  # unnamed logits
     assert target_index("goldfish", {}, labels) == 1
     assert target_index("cat", {}, labels) is None
 

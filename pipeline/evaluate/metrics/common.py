@@ -9,14 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from stages.adversarial.models import GENERIC_LABEL
+
 
 def target_index(label: Any, meta: dict[str, Any] | None, model_labels: list[str]) -> int | None:
     """The model's index of the sample's true class, or None when the sample has no single class.
 
-    An integer label is an index into the model's logits unless the sample names its
-    classes (`meta.class_names`) and the model's labels are names too; then the class
-    name is looked up among the model's labels. A list holding one int is that int
-    (MedMNIST); longer lists (multi-label) have no single class.
+    When the sample names its class (`meta.class_name`, as the folder and prompts sources
+    record, or `meta.class_names[label]`) and the model's labels are names, the name is
+    looked up among the model's labels (a class the model does not know is not scored).
+    Otherwise an integer label is an index into the model's logits. A list holding one
+    int is that int (MedMNIST); longer lists (multi-label) have no single class.
     """
     if isinstance(label, list):
         label = label[0] if len(label) == 1 else None
@@ -24,10 +27,17 @@ def target_index(label: Any, meta: dict[str, Any] | None, model_labels: list[str
         return None
     if isinstance(label, str):
         return model_labels.index(label) if label in model_labels else None
-    names = (meta or {}).get("class_names")
-    if names and 0 <= int(label) < len(names) and names[int(label)] in model_labels:
-        return model_labels.index(names[int(label)])
+    name = class_name(int(label), meta or {})
+    if name is not None and not any(GENERIC_LABEL.match(str(x)) for x in model_labels):
+        return model_labels.index(name) if name in model_labels else None
     return int(label)
+
+
+def class_name(label: int, meta: dict[str, Any]) -> str | None:
+    names = meta.get("class_names")
+    if isinstance(names, list) and 0 <= label < len(names):
+        return str(names[label])
+    return str(meta["class_name"]) if meta.get("class_name") is not None else None
 
 
 def top1(row: dict[str, Any]) -> int:
