@@ -77,7 +77,7 @@ def _document(model: EvalModel, labels: list[str], release: Path, provenance: di
               rows: list[dict[str, Any]], run: dict[str, Any], baseline: dict[str, Any] | None,
               annotations: dict[str, Any] | None = None) -> dict[str, Any]:
     info = provenance.get("release", {})
-    labelled = sum(r["target"] is not None for r in rows)
+    labelled = sum(r["target"] is not None or (model.multilabel and isinstance(r["label"], list)) for r in rows)
     return {
         "schema": RESULTS_SCHEMA,
         "model": {**model.describe(), "labels": labels},
@@ -94,7 +94,7 @@ def _document(model: EvalModel, labels: list[str], release: Path, provenance: di
         "per_config": per_config(rows),
         "metrics": compute_metrics(rows, release=release, provenance=provenance, model_labels=labels,
                                    baseline=None if baseline is None else baseline["metrics"],
-                                   annotations=annotations),
+                                   annotations=annotations, multilabel=model.multilabel),
         "run": run,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "predictions": f"{RESULTS_DIR}/{model.name}.predictions.parquet",

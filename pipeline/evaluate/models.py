@@ -29,9 +29,11 @@ class EvalModel:
         self.spec, self.kind = spec, kind
         self.name = spec.display_name
         self.weights = weight_hashes(spec)
+        self.multilabel = kind == "classifier" and _transformers_config(spec).get("problem_type") == \
+            "multi_label_classification"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "path": self.spec.path,
+        return {"name": self.name, "kind": self.kind, "multilabel": self.multilabel, "path": self.spec.path,
                 "format": self.spec.resolved_format(), "weights_sha256": self.weights,
                 "declared": self.spec.model_dump(exclude={"path", "name"}, exclude_none=True)}
 
@@ -63,10 +65,13 @@ def parse_model(argument: str) -> EvalModel:
 
 
 def is_detector(spec: ClassifierSpec) -> bool:
+    return any(str(a).endswith(DETECTOR_SUFFIX) for a in _transformers_config(spec).get("architectures") or [])
+
+
+def _transformers_config(spec: ClassifierSpec) -> dict[str, Any]:
     if spec.resolved_format() != "transformers":
-        return False
-    config = json.loads((Path(spec.path) / "config.json").read_text())
-    return any(str(a).endswith(DETECTOR_SUFFIX) for a in config.get("architectures") or [])
+        return {}
+    return json.loads((Path(spec.path) / "config.json").read_text())
 
 
 def resolve_device(device: str) -> str:
@@ -78,12 +83,14 @@ def resolve_device(device: str) -> str:
 
 
 class ClassifierPredictor:
-    """Top-k class indices and softmax probabilities for batches of uint8 images."""
+    """Top-k class indices and softmax probabilities for batches of uint8 images; a multi-label
+    model keeps every label's sigmoid probability instead."""
 
     def __init__(self, model: EvalModel, device: str, topk: int):
         self.classifier = load_classifier(model.spec, device)
         self.labels = self.classifier.labels
-        self.k = min(topk, len(self.labels))
+        self.multilabel = model.multilabel
+        self.k = len(self.labels) if self.multilabel else min(topk, len(self.labels))
         self.device = device
 
     def __call__(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
@@ -92,7 +99,8 @@ class ClassifierPredictor:
         x = torch.from_numpy(np.stack([_hwc(im) for im in images])).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255)
         with torch.inference_mode():
-            probs = torch.softmax(self.classifier(x).float(), dim=1)
+            logits = self.classifier(x).float()
+            probs = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
             scores, index = probs.topk(self.k, dim=1)
         scores, index = scores.cpu().numpy(), index.cpu().numpy()
         return [{"topk_index": index[i].tolist(), "topk_score": scores[i].tolist()} for i in range(len(images))]

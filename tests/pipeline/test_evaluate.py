@@ -174,7 +174,27 @@ def test_cli_builds_the_demo_and_evaluates_a_transformers_classifier(tmp_path):
     assert pq.read_table(tmp_path / "release" / "results" / "tiny-resnet.predictions.parquet").num_rows == 342
 
 
-def save_tiny_transformers_classifier(out: Path) -> Path:
+def test_a_multilabel_transformers_model_keeps_every_sigmoid_probability(tmp_path):
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from pipeline.evaluate.models import predictor_for
+
+    model_dir = save_tiny_transformers_classifier(tmp_path / "multi", problem_type="multi_label_classification")
+    model = parse_model(str(model_dir))
+    assert model.multilabel and model.describe()["multilabel"]
+    images = [np.full((32, 32, 3), v, np.uint8) for v in (0, 128)]
+    [first, _] = predictor_for(model, "cpu", topk=1)(images)
+    net = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        x = (torch.from_numpy(images[0]).permute(2, 0, 1)[None].float() / 255 - 0.5) / 0.25
+        expected = torch.sigmoid(net(pixel_values=x).logits)[0]
+    assert sorted(first["topk_index"]) == [0, 1, 2]                   # every label, not the top 1
+    stored = dict(zip(first["topk_index"], first["topk_score"]))
+    assert [stored[i] for i in range(3)] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def save_tiny_transformers_classifier(out: Path, **config_extra) -> Path:
     """A 2-stage ResNet with 3 labels and a preprocessor config, saved as safetensors."""
     import torch
     from transformers import ResNetConfig, ResNetForImageClassification
@@ -182,7 +202,7 @@ def save_tiny_transformers_classifier(out: Path) -> Path:
     torch.manual_seed(0)
     config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=3,
                           id2label={0: "circle", 1: "square", 2: "triangle"},
-                          label2id={"circle": 0, "square": 1, "triangle": 2})
+                          label2id={"circle": 0, "square": 1, "triangle": 2}, **config_extra)
     ResNetForImageClassification(config).eval().save_pretrained(out, safe_serialization=True)
     (out / "preprocessor_config.json").write_text(json.dumps(
         {"size": {"height": 32, "width": 32}, "image_mean": [0.5] * 3, "image_std": [0.25] * 3, "do_normalize": True}))

@@ -96,6 +96,18 @@ def test_binary_balanced_error_thresholds_the_last_class_probability_strictly_ab
     assert balanced_error(rows, 2, threshold=0.45) == pytest.approx(1 - (1 + 0.5) / 2)
 
 
+def test_multilabel_balanced_error_averages_each_labels_balanced_accuracy():
+    truth = [[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]]
+    probs = [[0.9, 0.2, 0.1], [0.6, 0.7, 0.4], [0.3, 0.8, 0.2], [0.1, 0.1, 0.6]]
+    rows = []
+    for labels, p in zip(truth, probs):
+        r = row("c", "medical", None, 0, probs=dict(enumerate(p)))
+        rows.append({**r, "label": labels})
+    # label 0: recalls 1/2, 1/2; label 1: 1, 1; label 2 (no positives): recall(0) = 3/4 only
+    assert balanced_error(rows, 3, multilabel=True) == pytest.approx(1 - (0.5 + 1 + 0.75) / 3)
+    assert balanced_error(rows, 4, multilabel=True) is None            # label vectors of another length
+
+
 def test_medmnist_c_normalised_and_relative_balanced_error_follow_the_official_formulas():
     result = normalise_medmnist_c({"blur": {"1": 0.2, "2": 0.4}, "noise": {"1": 0.5, "2": 0.5}}, 0.1,
                                   {"blur": {"1": 0.4, "2": 0.6}, "noise": {"1": 0.25, "2": 0.75}}, 0.2)

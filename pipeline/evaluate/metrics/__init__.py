@@ -36,7 +36,8 @@ def per_config(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def compute_metrics(rows: list[dict[str, Any]], *, release: Path, provenance: dict[str, Any],
                     model_labels: list[str], baseline: dict[str, Any] | None = None,
-                    annotations: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                    annotations: dict[str, dict[str, Any]] | None = None,
+                    multilabel: bool = False) -> dict[str, Any]:
     """Metrics by benchmark; `annotations` adds COCO instances for configs the release has none
     for (the clean source under --clean-source)."""
     baseline = baseline or {}
@@ -46,6 +47,9 @@ def compute_metrics(rows: list[dict[str, Any]], *, release: Path, provenance: di
         if not is_clean(row):
             stages[row["stage"]].append(row)
     classify = bool(rows) and "topk_index" in rows[0]
+    if multilabel:  # only MedMNIST-C defines a multi-label metric
+        result = medmnist_c(stages["medical"], clean, len(model_labels), baseline.get("medmnist_c"), True)
+        return {} if result is None else {"medmnist_c": result}
     if classify and not any(r["target"] is not None for r in rows):
         return {}
     metrics: dict[str, Any] = {}

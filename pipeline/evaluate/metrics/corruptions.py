@@ -77,8 +77,12 @@ def normalise_imagenet_c(errors: dict[str, dict[str, float | None]], clean: floa
             "mce_over": over}
 
 
-def balanced_error(rows: list[dict[str, Any]], n_classes: int, threshold: float = 0.5) -> float | None:
-    """1 − balanced accuracy; binary models threshold P(last class), others take the argmax."""
+def balanced_error(rows: list[dict[str, Any]], n_classes: int, threshold: float = 0.5,
+                   multilabel: bool = False) -> float | None:
+    """1 − balanced accuracy; binary models threshold P(last class), others take the argmax;
+    multi-label models: 1 − the mean over labels of each label's balanced accuracy at P > threshold."""
+    if multilabel:
+        return _multilabel_balanced_error(rows, n_classes, threshold)
     rows = [r for r in rows if r["target"] is not None]
     if not rows:
         return None
@@ -87,12 +91,26 @@ def balanced_error(rows: list[dict[str, Any]], n_classes: int, threshold: float 
         predicted = np.array([int(class_probability(r, 1) > threshold) for r in rows])
     else:
         predicted = np.array([top1(r) for r in rows])
-    recalls = [np.mean(predicted[truth == c] == c) for c in np.unique(truth)]
-    return float(1.0 - np.mean(recalls))
+    return float(1.0 - _balanced_accuracy(truth, predicted))
+
+
+def _balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present in `truth` (others have no recall to average)."""
+    return float(np.mean([np.mean(predicted[truth == c] == c) for c in np.unique(truth)]))
+
+
+def _multilabel_balanced_error(rows: list[dict[str, Any]], n_labels: int, threshold: float) -> float | None:
+    rows = [r for r in rows if isinstance(r["label"], list) and len(r["label"]) == n_labels]
+    if not rows:
+        return None
+    truth = np.array([r["label"] for r in rows], dtype=int)
+    scores = np.array([[class_probability(r, i) for i in range(n_labels)] for r in rows])
+    predicted = (scores > threshold).astype(int)
+    return float(1.0 - np.mean([_balanced_accuracy(truth[:, i], predicted[:, i]) for i in range(n_labels)]))
 
 
 def medmnist_c(rows: list[dict[str, Any]], clean_rows: list[dict[str, Any]], n_classes: int,
-               baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+               baseline: dict[str, Any] | None, multilabel: bool = False) -> dict[str, Any] | None:
     datasets = sorted({(r["shift"] or {}).get("dataset") for r in rows} - {None})
     if not datasets:
         return None
@@ -100,9 +118,11 @@ def medmnist_c(rows: list[dict[str, Any]], clean_rows: list[dict[str, Any]], n_c
     for dataset in datasets:
         mine = [r for r in rows if r["shift"].get("dataset") == dataset]
         grid = _by_corruption(mine)
-        errors = {c: {str(s): balanced_error(grid[c][s], n_classes) for s in sorted(grid[c])} for c in sorted(grid)}
+        errors = {c: {str(s): balanced_error(grid[c][s], n_classes, multilabel=multilabel) for s in sorted(grid[c])}
+                  for c in sorted(grid)}
         clean = [r for r in clean_rows if (r["shift"] or {}).get("dataset") in (dataset, None)]
-        entry = {"balanced_errors": errors, "clean_balanced_error": balanced_error(clean, n_classes)}
+        entry = {"balanced_errors": errors,
+                 "clean_balanced_error": balanced_error(clean, n_classes, multilabel=multilabel)}
         if baseline is not None and dataset in baseline:
             entry |= normalise_medmnist_c(errors, entry["clean_balanced_error"], baseline[dataset]["balanced_errors"],
                                           baseline[dataset].get("clean_balanced_error"))
