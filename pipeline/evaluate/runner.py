@@ -43,7 +43,8 @@ def work_dir(out: Path, model: EvalModel) -> Path:
 
 
 def plan_units(shards: list[dict[str, Any]], model: EvalModel, options: EvalOptions) -> list[EvalUnit]:
-    base = {"version": EVAL_VERSION, "model": model.describe(), "options": options.fingerprint_fields()}
+    identity = {k: v for k, v in model.describe().items() if k != "path"}  # content, not where it lies
+    base = {"version": EVAL_VERSION, "model": identity, "options": options.fingerprint_fields()}
     units = []
     for shard in shards:
         digest = hashlib.sha256(json.dumps({**base, "shard": shard["sha256"]}, sort_keys=True).encode())

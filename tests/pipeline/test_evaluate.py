@@ -108,6 +108,27 @@ def test_rerun_resumes_and_a_damaged_part_is_redone(shapes_release, evaluated):
     assert again["metrics"] == first["metrics"]
 
 
+def test_fingerprints_follow_weights_and_options_not_paths(shapes_release, tmp_path):
+    import shutil
+
+    from pipeline.evaluate.runner import plan_units
+    from pipeline.evaluate.shards import read_provenance, release_shards
+
+    release, _, specs = shapes_release
+    shards = release_shards(read_provenance(release))
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(specs["alpha"].parent / "alpha.pt", moved / "alpha.pt")
+    shutil.copy(specs["alpha"], moved / "alpha.json")
+    prints = lambda spec, **o: [u.fingerprint for u in plan_units(shards, parse_model(str(spec)),  # noqa: E731
+                                                                   EvalOptions(**o))]
+    assert prints(specs["alpha"]) == prints(moved / "alpha.json")
+    assert prints(specs["alpha"]) != prints(specs["alpha"], topk=3)
+    assert prints(specs["alpha"]) != prints(specs["alpha"], batch_size=8)
+    (moved / "alpha.pt").write_bytes((moved / "alpha.pt").read_bytes() + b"\0")
+    assert prints(specs["alpha"]) != prints(moved / "alpha.json")
+
+
 def test_a_second_model_is_normalised_by_the_baseline(shapes_release, evaluated, tmp_path):
     release, _, specs = shapes_release
     out, base = evaluated
