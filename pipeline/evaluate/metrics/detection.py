@@ -3,10 +3,11 @@
 
 AP is COCOeval's stats[0] (AP@[.50:.95], all areas, 100 detections). Model labels map
 to the annotation categories by name, else the label index is taken as the category id.
-Effective robustness needs a fit of shifted AP on clean AP: the paper fits a line over
-its 100+ detectors; with one baseline model the line runs through the origin and the
-baseline, ER = AP_O − AP_clean · AP_O^base / AP_clean^base. The plain drop
-(AP_clean − AP_O) and relative drop (1 − AP_O / AP_clean) need no baseline.
+Effective robustness is the AP above the trend of shifted AP against clean AP over many
+detectors; the official repository ships no code for that fit, so with one baseline model
+the trend is the line through the origin and the baseline: ER = AP_O − AP_clean ·
+AP_O^base / AP_clean^base (an approximation). The plain drop (AP_clean − AP_O) and the
+relative drop (1 − AP_O / AP_clean) need no baseline.
 """
 
 from __future__ import annotations
