@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from pipeline.evaluate.metrics import compute_metrics, per_config
@@ -316,3 +317,78 @@ def test_every_benchmark_renders_a_results_row_and_a_plot(tmp_path):
     assert result_rows([unlabelled]) == [["u", "–", "3 samples predicted; no labels"]]
     written = plot_results(document, tmp_path)
     assert sorted(p.name for p in written) == sorted(f"m-{family}.png" for family in metrics)
+
+
+# -- conformance on random fixed inputs: the official computations, re-derived -------------------
+def official_medmnist_c(truth, probs_by_corruption, clean_probs, base_raw, base_clean, binary):
+    """medmnistc-api Evaluator, from its definition: predictions severity-major (row i + s·N),
+    BE per severity slice, `be` = mean over severities / baseline raw score, `rbe` =
+    (mean − clean) / (baseline raw − baseline clean), then means over corruptions."""
+    def error(y, p):
+        predicted = (p[:, -1] > 0.5).astype(int) if binary else p.argmax(-1)
+        return 1.0 - np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)])
+
+    n, clean = len(truth), error(truth, clean_probs)
+    be, rbe = {}, {}
+    for corruption, stacked in probs_by_corruption.items():
+        mean = np.mean([error(truth, stacked[s * n:(s + 1) * n]) for s in range(5)])
+        be[corruption] = mean / base_raw[corruption]
+        rbe[corruption] = (mean - clean) / (base_raw[corruption] - base_clean)
+    return np.mean(list(be.values())), np.mean(list(rbe.values())), be, rbe
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_medmnist_c_matches_the_official_evaluator_on_random_predictions(n_classes):
+    rng = np.random.default_rng(n_classes)
+    n = 40
+    truth = rng.integers(0, n_classes, n)
+    probs = {c: rng.dirichlet(np.ones(n_classes), 5 * n) for c in ("gaussian_noise", "pixelate")}
+    clean_probs = rng.dirichlet(np.ones(n_classes), n)
+    base_raw, base_clean = {"gaussian_noise": 0.61, "pixelate": 0.47}, 0.2
+
+    def rows_of(p, config, shift):
+        out = []
+        for i in range(len(p)):
+            r = row(config, "medical", int(truth[i % n]), int(p[i].argmax()), shift, probs=dict(enumerate(p[i])))
+            r["topk_index"], r["topk_score"] = r["topk_index"][:5], r["topk_score"][:5]   # as stored (k = 5)
+            out.append(r)
+        return out
+
+    rows = []
+    for corruption, stacked in probs.items():
+        for s in range(5):
+            rows += rows_of(stacked[s * n:(s + 1) * n], f"{corruption}-{s + 1}",
+                            {"dataset": "d", "corruption": corruption, "severity": s + 1})
+    clean = rows_of(clean_probs, "clean", {})
+    baseline = {"d": {"balanced_errors": {c: {str(s): v for s in range(1, 6)} for c, v in base_raw.items()},
+                      "clean_balanced_error": base_clean}}
+    ours = medmnist_c(rows, clean, n_classes, baseline)["d"]
+    mean_be, mean_rbe, be, rbe = official_medmnist_c(truth, probs, clean_probs, base_raw, base_clean, n_classes == 2)
+    assert ours["be"] == pytest.approx(be, abs=1e-12) and ours["rbe"] == pytest.approx(rbe, abs=1e-12)
+    assert ours["mean_be"] == pytest.approx(mean_be, abs=1e-12)
+    assert ours["mean_rbe"] == pytest.approx(mean_rbe, abs=1e-12)
+
+
+def test_imagenet_c_matches_the_paper_formulas_on_random_predictions():
+    """mCE and relative mCE written from the paper: per corruption, sums over severities of the
+    model's errors (minus its clean error) over the baseline's, averaged over the 15 corruptions."""
+    from pipeline.evaluate.metrics.corruptions import COMMON_CORRUPTIONS
+
+    rng = np.random.default_rng(0)
+    n = 30
+    correct = {c: rng.random((5, n)) < rng.uniform(0.2, 0.9) for c in COMMON_CORRUPTIONS}
+    clean_correct = rng.random(n) < 0.8
+    base = rng.uniform(0.4, 0.95, (15, 5))
+    base_clean = 0.3
+    rows = [r for c in COMMON_CORRUPTIONS for s in range(5) for r in corrupted(c, s + 1, correct[c][s])]
+    clean = [row("clean", "corruptions", 0, 0 if ok else 1) for ok in clean_correct]
+    baseline = {"errors": {c: {str(s + 1): base[i, s] for s in range(5)} for i, c in enumerate(COMMON_CORRUPTIONS)},
+                "clean_error": base_clean}
+    ours = imagenet_c(rows, clean, baseline)
+    errors = np.array([[1 - correct[c][s].mean() for s in range(5)] for c in COMMON_CORRUPTIONS])
+    clean_error = 1 - clean_correct.mean()
+    ce = errors.sum(1) / base.sum(1)
+    relative = (errors - clean_error).sum(1) / (base - base_clean).sum(1)
+    assert ours["mce"] == pytest.approx(ce.mean(), abs=1e-12)
+    assert ours["relative_mce"] == pytest.approx(relative.mean(), abs=1e-12)
+    assert len(ours["mce_over"]) == 15
