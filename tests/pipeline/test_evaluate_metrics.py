@@ -162,7 +162,9 @@ def test_cns_bench_counts_complete_trajectories_only():
     assert snow["failure_points"] == {"t1": 0.5, "t2": None, "t4": 0.0}
     assert snow["failure_point_distribution"] == {"0": 1, "0.5": 1, "none": 1}
     assert snow["mean_failure_point"] == pytest.approx(0.25)
-    assert snow["never_failed"] == 1
+    assert snow["failure_point_std"] == pytest.approx(0.5 / np.sqrt(2))   # sample std of [0.5, 0]
+    assert snow["failed"] == 2 and snow["never_failed"] == 1
+    assert snow["mean_margin"] == pytest.approx(((1 - 0.5) + 0 + (1 - 0)) / 3)   # never failed: margin 0
 
 
 # -- MetaShift ------------------------------------------------------------------------------------

@@ -4,6 +4,13 @@ Only accepted samples reach the shards, and only complete trajectories count: a
 trajectory whose accepted samples do not cover every scale of its variant is
 left out (and counted). The failure point of a trajectory is the smallest scale
 at which the top-1 prediction is not the true class, None when it never leaves it.
+
+Per shift, as the official `EvalFilter.compute_failure_points` (CNS-Bench repository,
+evaluation/metrics_computer.py): the mean and sample standard deviation (ddof 1) of the
+failure points of the trajectories that fail, how many fail, the count per scale, and the
+mean margin (max scale − failure point) over all trajectories with a never-failing one at
+the max scale (margin 0). The official code takes max_shift = 3 as a parameter; here it
+is the largest scale of the variant.
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ def _shift_summary(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
         points[members[0]["shift"]["trajectory"]] = failure_point(members)
     found = [p for p in points.values() if p is not None]
     distribution = Counter("none" if p is None else _scale_key(p) for p in points.values())
+    top = max(float(s) for s in groups[0][0]["shift"]["scales"])
+    margins = [top - (top if p is None else p) for p in points.values()]
     return {
         "accuracy_by_scale": {_scale_key(s): float(np.mean(v)) for s, v in sorted(correct.items())},
         "accuracy_by_class": {c: {_scale_key(s): float(np.mean(v)) for s, v in sorted(by.items())}
@@ -76,6 +85,9 @@ def _shift_summary(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
         "failure_points": dict(sorted(points.items())),
         "failure_point_distribution": dict(sorted(distribution.items())),
         "mean_failure_point": float(np.mean(found)) if found else None,
+        "failure_point_std": float(np.std(found, ddof=1)) if len(found) > 1 else None,
+        "failed": len(found),
+        "mean_margin": float(np.mean(margins)),
         "never_failed": sum(p is None for p in points.values()),
     }
 
