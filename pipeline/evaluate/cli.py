@@ -61,9 +61,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    on_event=lambda msg: print(msg, file=sys.stderr))
     except ReleaseError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
-    except Exception as exc:  # noqa: BLE001 - one line for the user
+    except Exception as exc:  # noqa: BLE001 - one line for the user, details in the log
+        from pipeline.task import format_traceback
+
+        log = Path(args.out or args.release) / ".evaluate" / "error.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(format_traceback(exc))
         first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"evaluate failed: {type(exc).__name__}: {first}", file=sys.stderr)
+        print(f"evaluate failed: {type(exc).__name__}: {first} (details: {log})", file=sys.stderr)
         return 1
     for path in written:
         print(f"wrote {path}")

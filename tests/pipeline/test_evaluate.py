@@ -174,6 +174,24 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(shapes_release, tmp_
         assert not out.exists()
 
 
+def test_a_model_that_fails_on_the_worker_exits_1_with_one_line(shapes_release, tmp_path, capsys):
+    from dask.distributed import LocalCluster
+
+    release, _, specs = shapes_release
+    broken = json.loads(specs["alpha"].read_text()) | {"input_size": [16, 16], "name": "broken"}
+    spec = specs["alpha"].parent / "broken.json"              # beside alpha.pt: relative path resolves
+    spec.write_text(json.dumps(broken))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        code = main(["evaluate", str(release), "--model", str(spec), "--out", str(tmp_path),
+                     "--scheduler", cluster.scheduler_address, "--configs", "contrast-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("evaluate failed: RuntimeError") and len(err[-1]) < 800
+    log = tmp_path / ".evaluate" / "error.log"
+    assert f"(details: {log})" in err[-1] and "Traceback" in log.read_text()
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.slow
 def test_cli_builds_the_demo_and_evaluates_a_transformers_classifier(tmp_path):
     """From a fresh process: `build manifests/demo.yaml` then `evaluate` with a tiny saved model."""
