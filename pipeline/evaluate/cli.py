@@ -51,6 +51,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise UsageError(f"model names must be unique, got {names} (use spec files with name:)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import distributed  # noqa: F401 - sets its logger to INFO on import; quiet it after that
     logging.getLogger("distributed").setLevel(logging.WARNING)
     options = EvalOptions(batch_size=args.batch_size, topk=args.topk, device=args.device, gpu=args.gpu)
     configs = args.configs.split(",") if args.configs else None
