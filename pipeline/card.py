@@ -98,11 +98,14 @@ def card_metadata(provenance: dict[str, Any], splits: dict[str, set[str]]) -> di
     return metadata
 
 
-def render_card(provenance: dict[str, Any], splits: dict[str, set[str]] | None = None) -> str:
+def render_card(provenance: dict[str, Any], splits: dict[str, set[str]] | None = None,
+                results: list[dict[str, Any]] | None = None) -> str:
+    from pipeline.evaluate.summary import results_markdown
+
     metadata = card_metadata(provenance, splits or {})
     header = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000)
     body = "\n".join([*_overview(provenance, metadata), *_shift_table(provenance), *_filters(provenance),
-                      *_provenance_summary(provenance), *_citation(provenance)])
+                      *results_markdown(results or []), *_provenance_summary(provenance), *_citation(provenance)])
     return f"---\n{header}---\n\n{body}\n"
 
 
@@ -111,7 +114,10 @@ def write_dataset_card(release_dir: str | Path) -> Path | str:
     (a Path for a local folder, else the URL)."""
     store = ReleaseStore(release_dir)
     provenance = json.loads(store.read_text("provenance.json"))
-    text = render_card(provenance, shard_splits(release_dir, provenance))
+    from pipeline.evaluate.results import read_results
+
+    results = read_results(store.root) if store.local else []
+    text = render_card(provenance, shard_splits(release_dir, provenance), results)
     store.write_atomic("README.md", text.encode())
     return Path(store.root, "README.md") if store.local else store.url("README.md")
 

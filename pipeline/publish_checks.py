@@ -89,6 +89,9 @@ def collect_release_files(release_dir: str | Path) -> tuple[dict[str, Any], list
             local = _checked_path(root, name, problems)
             if local is not None:
                 files.append(LocalFile(name, local, file_sha256(local), local.stat().st_size))
+    for local in sorted((root / "results").glob("*")) if (root / "results").is_dir() else []:
+        if local.is_file() and not local.is_symlink():  # evaluate's results, plots and predictions
+            files.append(LocalFile(f"results/{local.name}", local, file_sha256(local), local.stat().st_size))
     if problems:
         shown = "\n  ".join(problems[:20])
         raise ReleaseRefused(f"{root} does not match its provenance; nothing uploaded:\n  {shown}")

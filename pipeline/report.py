@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.evaluate.results import read_results
+from pipeline.evaluate.summary import result_rows, results_markdown
 from pipeline.writers.thumbnails import save_rejected_thumbnails  # noqa: F401 - re-exported
 
 LEVEL_KEYS = ("severity", "scale", "level", "strength")
@@ -216,7 +218,7 @@ def write_report(release: str | Path, out: str | Path, examples: int = 12) -> Re
     sections = {"counts": counts, "recorded": view.provenance.get("counts"),
                 "acceptance": acceptance(view.samples), "causes": rejection_causes(view.samples),
                 "thresholds": view.thresholds, "adversarial": adversarial_table(view.provenance),
-                "histograms": histograms, "grids": grids}
+                "histograms": histograms, "grids": grids, "results": read_results(view.root)}
     name = view.provenance.get("release", {}).get("name", view.root.name)
     out.write_text(render_html(name, sections, out.parent))
     markdown = out.with_suffix(".md")
@@ -256,6 +258,7 @@ def render_markdown(name: str, sections: dict, base: Path) -> str:
                   "|" + "---|" * len(adv_header)] + ["| " + " | ".join(r) + " |" for r in adv_rows]
     lines += [""] + [f"![{p.stem}]({p.relative_to(base).as_posix()})" for p in
                      sections["histograms"] + sections["grids"]]
+    lines += ["", *results_markdown(sections.get("results") or [])]
     return "\n".join(lines) + "\n"
 
 
@@ -290,6 +293,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} img{{max-width:1
 <h2>Thresholds</h2>{_html_table(["score", "passes when"], thresholds)}
 {_adversarial_html(sections)}<h2>Score distributions</h2>{images}
 <h2>Examples</h2>{grids}
+{_results_html(sections.get("results") or [])}
 </body></html>
 """
 
@@ -317,3 +321,9 @@ def adversarial_table(provenance: dict[str, Any]) -> tuple[list[str], list[list[
 def _adversarial_html(sections: dict) -> str:
     header, rows = sections.get("adversarial") or ([], [])
     return f"<h2>Adversarial transfer</h2>{_html_table(header, rows)}" if rows else ""
+
+
+def _results_html(documents: list[dict]) -> str:
+    if not documents:
+        return ""
+    return "<h2>Results</h2>" + _html_table(["model", "benchmark", "figures"], result_rows(documents))
