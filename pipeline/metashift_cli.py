@@ -182,7 +182,7 @@ def cmd_subsets(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from stages.metashift.scene_graphs import MetaShiftError
-    from stages.metashift.splits import sweep_mixes
+    from stages.metashift.distances import sweep_mixes
 
     catalog = _catalog(args)
     try:

@@ -1,0 +1,111 @@
+"""The two graph computations of the official MetaShift code, without networkx.
+
+The official scripts (`dataset/generate_full_MetaShift.py`,
+`dataset/domain_generalization_cat_dog.py`) call
+`networkx.algorithms.community.greedy_modularity_communities(G)` and
+`networkx.spectral_layout(G, dim=5)` on graphs whose nodes are subset names
+`cls(context)` (in the order given) and whose edges are the overlap
+coefficients that survive the 0.2 cut. Both results depend on details beyond
+the textbook definitions (tie-breaking, the choice of Laplacian, the final
+rescaling), so they are spelled out here and reproduced step for step; the
+test suite compares them with networkx on fixed and random graphs.
+
+Communities — Clauset–Newman–Moore greedy modularity, *unweighted*
+(`weight=None` is the default of the call): every edge counts 1.
+- m = number of edges, a_i = deg_i / (2m); each adjacent pair starts at
+  ΔQ_ij = 1/m − 2 a_i a_j.
+- Each step takes the adjacent pair with the largest ΔQ; ties go to the
+  smallest first node index, then the smallest second (networkx orders its
+  heap by (−ΔQ, u, v)). The step stops the process when that ΔQ is negative
+  (a zero gain still merges).
+- Merging u into v (u < v on a tie, the smaller index is u): for every
+  neighbour w of either, ΔQ_vw = ΔQ_vw + ΔQ_uw if both are neighbours,
+  ΔQ_vw − 2 a_u a_w if only v is, ΔQ_uw − 2 a_v a_w if only u is; then
+  a_v += a_u. The community keeps v's place in the node order.
+- Output: communities ordered by the position of their surviving node (the
+  largest member index), then stably by size, largest first.
+Non-adjacent communities are never merged, so isolated nodes stay singletons.
+
+Embedding — `spectral_layout(dim=5)`, *weighted* (its default `weight="weight"`):
+- L = D − W, the unnormalised Laplacian; all eigenpairs by `numpy.linalg.eig`;
+  eigenvalues sorted ascending, the first dropped, the next `dim` eigenvectors
+  (real part) are the coordinates (fewer when n − 1 < dim).
+- Rescaled: coordinates centred on their mean, then divided by the largest
+  absolute coordinate over all axes.
+- Graphs of one or two nodes put every node at the origin.
+Isolated nodes are embedded like any other: each extra connected component
+adds a zero eigenvalue, so an isolated node can occupy one of the `dim`
+coordinates. When eigenvalues repeat, the basis `eig` returns — hence the
+distances — is not unique; it is the same basis the official code gets for the
+same node order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LAYOUT_DIM = 5
+
+
+def greedy_modularity_communities(adjacency: np.ndarray) -> list[list[int]]:
+    """Communities (sorted node indices) of the graph whose edges are the non-zero
+    off-diagonal entries of `adjacency`; weights are ignored (see module doc)."""
+    adj = np.asarray(adjacency) != 0
+    n = len(adj)
+    np.fill_diagonal(adj, False)
+    edges = int(adj.sum()) // 2
+    if edges == 0:
+        return [[i] for i in range(n)]
+    q0 = 1.0 / edges
+    share = adj.sum(axis=1) * q0 * 0.5  # a_i, in the same float operations as networkx
+    gain = np.full((n, n), -np.inf)
+    products = np.outer(share, share)
+    gain[adj] = q0 - (products[adj] + products[adj])
+    members: dict[int, list[int]] = {i: [i] for i in range(n)}
+    while True:
+        u, v = divmod(int(np.argmax(gain)), n)  # first maximum in row-major order: smallest u, then v
+        if not gain[u, v] >= 0:  # -inf (no adjacent pair left) or a loss
+            break
+        _merge(gain, share, u, v)
+        members[v] = members[v] + members.pop(u)
+    order = sorted(members)  # surviving index = dict position in networkx
+    return sorted((sorted(members[k]) for k in order), key=len, reverse=True)
+
+
+def _merge(gain: np.ndarray, share: np.ndarray, u: int, v: int) -> None:
+    """Merge community u into v: update row/column v of the gains, retire u."""
+    near_u, near_v = np.isfinite(gain[u]), np.isfinite(gain[v])
+    near_u[[u, v]] = near_v[[u, v]] = False
+    both, only_v, only_u = near_u & near_v, near_v & ~near_u, near_u & ~near_v
+    row = np.full(len(gain), -np.inf)
+    row[both] = gain[v, both] + gain[u, both]
+    row[only_v] = gain[v, only_v] - (share[u] * share[only_v] + share[only_v] * share[u])
+    row[only_u] = gain[u, only_u] - (share[v] * share[only_u] + share[only_u] * share[v])
+    gain[v, :], gain[:, v] = row, row
+    gain[u, :], gain[:, u] = -np.inf, -np.inf
+    share[v] += share[u]
+    share[u] = 0.0
+
+
+def spectral_layout(weights: np.ndarray, dim: int = LAYOUT_DIM) -> np.ndarray:
+    """n x dim positions of the weighted graph `weights` (see module doc); columns
+    beyond the n − 1 available eigenvectors are zero."""
+    w = np.asarray(weights, dtype=float)
+    n = len(w)
+    positions = np.zeros((n, dim))
+    if n <= 2:
+        return positions
+    laplacian = np.identity(n) * np.sum(w, axis=1) - w
+    values, vectors = np.linalg.eig(laplacian)
+    columns = np.real(vectors[:, np.argsort(values)[1 : dim + 1]])
+    columns = columns - columns.mean(axis=0)
+    largest = np.abs(columns).max()
+    if largest > 0:
+        columns = columns * (1 / largest)
+    positions[:, : columns.shape[1]] = columns
+    return positions
+
+
+def pairwise_distances(positions: np.ndarray) -> np.ndarray:
+    diff = positions[:, None, :] - positions[None, :, :]
+    return np.sqrt((diff**2).sum(-1))
