@@ -53,6 +53,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", required=True, help="test context, e.g. shelf")
     p.add_argument("--mix-size", type=int, default=2, help="contexts per training mix (default: 2)")
     p.add_argument("--count", type=int, default=4, help="number of mixes (default: 4)")
+    p.add_argument(
+        "--protocol",
+        choices=["official", "subsets"],
+        default="official",
+        help="official: mixes of communities on the merged-community meta-graph (default); "
+        "subsets: mixes of subsets on the per-subset graph",
+    )
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser(
@@ -95,7 +102,10 @@ def _catalog(args: argparse.Namespace):
             min_subset_size=args.min_subset_size, min_subsets_per_class=args.min_subsets_per_class
         )
         index = ContextIndex.from_records(read_records(args.scene_graphs))
-    except (MetaShiftError, ValidationError) as exc:
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise UsageError(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}") from None
+    except MetaShiftError as exc:
         raise UsageError(str(exc)) from None
     return SubsetCatalog(index, thresholds, kinds)
 
@@ -184,14 +194,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from stages.metashift.scene_graphs import MetaShiftError
     from stages.metashift.distances import sweep_mixes
 
+    for flag, value in (("--mix-size", args.mix_size), ("--count", args.count)):
+        if value < 1:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
     catalog = _catalog(args)
     try:
         catalog.subset(args.cls, args.test)
-        mixes = sweep_mixes(catalog.meta_graph(args.cls), args.test, args.mix_size, args.count)
+        mixes = sweep_mixes(_sweep_graph(catalog, args), args.test, args.mix_size, args.count)
     except MetaShiftError as exc:
         raise UsageError(str(exc)) from None
-    print(json.dumps({"class": args.cls, "test": args.test, "mixes": mixes}, indent=1))
+    result = {"class": args.cls, "test": args.test, "protocol": args.protocol, "mixes": mixes}
+    print(json.dumps(result, indent=1, allow_nan=False))
     return 0
+
+
+def _sweep_graph(catalog: Any, args: argparse.Namespace) -> Any:
+    if args.protocol == "subsets":
+        return catalog.meta_graph(args.cls)
+    from stages.metashift.distances import community_graph
+
+    return community_graph(catalog, args.cls)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

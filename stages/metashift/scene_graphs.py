@@ -84,8 +84,20 @@ def _record_from_graph(image_id: str, graph: Any, path: str | Path) -> SceneReco
                 f"{path}: image {image_id!r}, object {object_id!r}: expected "
                 f"{{'name': str, ...}}, got {json.dumps(obj)[:80]}"
             )
-        parsed.append(SceneObject(obj["name"], tuple(obj.get("attributes") or ())))
+        where = f"{path}: image {image_id!r}, object {object_id!r}"
+        parsed.append(SceneObject(obj["name"], _attributes(obj.get("attributes"), where)))
     return SceneRecord(str(image_id), tuple(parsed))
+
+
+def _attributes(value: Any, where: str) -> tuple[str, ...]:
+    """An object's attributes: a list of strings (absent or null: none)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise MetaShiftError(
+            f"{where}: expected 'attributes' to be a list of strings, got {json.dumps(value)[:80]}"
+        )
+    return tuple(value)
 
 
 class _TextStream:
@@ -99,7 +111,10 @@ class _TextStream:
         """Drop the consumed prefix and append a chunk; False once the file is exhausted."""
         if self.eof:
             return False
-        chunk = self.handle.read(self.chunk_chars)
+        try:
+            chunk = self.handle.read(self.chunk_chars)
+        except UnicodeDecodeError as exc:
+            raise MetaShiftError(f"{self.handle.name}: not valid UTF-8 text ({exc.reason})") from None
         self.buf, self.pos = self.buf[self.pos :] + chunk, 0
         self.eof = not chunk
         return bool(chunk)
@@ -146,6 +161,9 @@ def iter_json_object(path: str | Path, chunk_chars: int = _CHUNK_CHARS) -> Itera
         stream = _TextStream(handle, chunk_chars)
         stream.expect("{", f"{path}: start of file")
         if stream.peek() == "}":
+            stream.pos += 1
+            if stream.peek():
+                raise MetaShiftError(f"{path}: unexpected text after the closing '}}'")
             return
         while True:
             key = stream.decode(decoder, f"{path}: object key")
@@ -156,6 +174,10 @@ def iter_json_object(path: str | Path, chunk_chars: int = _CHUNK_CHARS) -> Itera
             separator = stream.peek()
             stream.pos += 1
             if separator == "}":
+                if stream.peek():
+                    raise MetaShiftError(
+                        f"{path}: unexpected text after the closing '}}': {stream.buf[stream.pos : stream.pos + 20]!r}"
+                    )
                 return
             if separator != ",":
                 raise MetaShiftError(
@@ -184,9 +206,12 @@ def read_table(path: str | Path) -> Iterator[SceneRecord]:
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        _check_columns(path, reader.fieldnames or [])
-        yield from enumerate(reader, start=2)
+        try:
+            reader = csv.DictReader(handle)
+            _check_columns(path, reader.fieldnames or [])
+            yield from enumerate(reader, start=2)
+        except UnicodeDecodeError as exc:
+            raise MetaShiftError(f"{path}: not valid UTF-8 text ({exc.reason})") from None
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -214,6 +239,8 @@ def _cell_list(cell: Any, where: str) -> list[str]:
     if cell is None:
         return []
     if isinstance(cell, (list, tuple)):
+        if not all(isinstance(v, (str, int, float)) for v in cell):
+            raise MetaShiftError(f"{where}: cell {str(cell)[:60]!r} must be a flat list of names")
         return [str(v) for v in cell]
     text = str(cell).strip()
     if text.startswith("["):
@@ -221,6 +248,8 @@ def _cell_list(cell: Any, where: str) -> list[str]:
             values = json.loads(text)
         except json.JSONDecodeError as exc:
             raise MetaShiftError(f"{where}: cell {text[:60]!r} is not a valid JSON list: {exc.msg}") from None
+        if not isinstance(values, list) or not all(isinstance(v, (str, int, float)) for v in values):
+            raise MetaShiftError(f"{where}: cell {text[:60]!r} must be a flat JSON list of names")
         return [str(v) for v in values]
     return [part.strip() for part in text.split(";") if part.strip()]
 

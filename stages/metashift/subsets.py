@@ -200,6 +200,11 @@ class SubsetCatalog:
         return kept
 
     def subset(self, cls: str, context: str) -> np.ndarray:
+        if context.startswith(ATTRIBUTE_PREFIX) and "attribute" not in self.kinds:
+            raise MetaShiftError(
+                f"{subset_name(cls, context)} is an attribute context, but only {'/'.join(self.kinds)} "
+                f"contexts are enabled (add attribute: --contexts object,attribute, or contexts: [object, attribute])"
+            )
         kept = self.subsets(cls)
         if context in kept:
             return kept[context]
