@@ -595,12 +595,18 @@ def test_cli_sweep_and_report_in_process(scene_graphs, image_folder, tmp_path, c
                 "shelf",
                 "--count",
                 "3",
+                "--protocol",
+                "subsets",
             ]
         )
         == 0
     )
     mixes = json.loads(capsys.readouterr().out)["mixes"]
     assert len(mixes) == 3 and mixes[0]["d"] < mixes[-1]["d"]
+    # official: communities {sofa, bed} "sofa", {cabinet, shelf} "shelf", {bench, bike} "bench"
+    assert main(["metashift", "sweep", "--scene-graphs", str(scene_graphs), "--class", "dog", "--test", "shelf"]) == 0
+    official = json.loads(capsys.readouterr().out)
+    assert official["protocol"] == "official" and [m["train"] for m in official["mixes"]] == [["bench", "sofa"]]
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump(_manifest(scene_graphs, image_folder)))
     assert main(["metashift", "report", str(manifest)]) == 0
