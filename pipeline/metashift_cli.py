@@ -28,9 +28,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "subsets",
-        help="write subsets, per-class meta-graphs (JSON + PNG) and distances",
+        help="write subsets, per-class meta-graphs (JSON, PNG on request) and distances",
         description="Find every class(context) subset that passes the thresholds and write "
-        "OUT/subsets.json, OUT/distances.json and OUT/graphs/<class>.json|png.",
+        "OUT/subsets.json, OUT/distances.json and OUT/graphs/<class>.json (and .png with --png).",
         epilog=_EPILOG,
     )
     _metadata_args(p)
@@ -38,7 +38,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--classes", default=None, help="comma-separated classes to export (default: every kept class)"
     )
-    p.add_argument("--no-png", action="store_true", help="skip drawing the meta-graph PNGs")
+    p.add_argument("--png", action="store_true", help="also draw graphs/<class>.png (slow for many classes)")
+    _protocol_arg(p)
     p.set_defaults(func=cmd_subsets)
 
     p = commands.add_parser(
@@ -53,13 +54,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", required=True, help="test context, e.g. shelf")
     p.add_argument("--mix-size", type=int, default=2, help="contexts per training mix (default: 2)")
     p.add_argument("--count", type=int, default=4, help="number of mixes (default: 4)")
-    p.add_argument(
-        "--protocol",
-        choices=["official", "subsets"],
-        default="official",
-        help="official: mixes of communities on the merged-community meta-graph (default); "
-        "subsets: mixes of subsets on the per-subset graph",
-    )
+    _protocol_arg(p)
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser(
@@ -70,6 +65,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("manifest", help="release manifest YAML with source.kind: scene_graph")
     p.set_defaults(func=cmd_report)
+
+
+def _protocol_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--protocol",
+        choices=["official", "subsets"],
+        default="official",
+        help="official (default): distances between merged communities on their meta-graph "
+        "(spectral_layout); subsets: distances between subsets on the per-subset graph",
+    )
 
 
 def _metadata_args(p: argparse.ArgumentParser) -> None:
@@ -110,11 +115,16 @@ def _catalog(args: argparse.Namespace):
     return SubsetCatalog(index, thresholds, kinds)
 
 
-def export_catalog(catalog: Any, out: Path, classes: list[str] | None = None, draw: bool = True) -> dict:
-    """Write subsets.json, distances.json and graphs/<class>.json|png; return a summary.
+def export_catalog(
+    catalog: Any, out: Path, classes: list[str] | None = None, draw: bool = False, protocol: str = "official"
+) -> dict:
+    """Write subsets.json, distances.json and graphs/<class>.json[|png]; return a summary.
 
-    One class is in memory at a time: both JSON files are written class by class."""
+    distances.json holds, per class, the distance matrix of the protocol: between merged
+    communities (official) or between subsets (subsets). One class is in memory at a
+    time: both JSON files are written class by class."""
     from pipeline.sources.base import safe_key
+    from stages.metashift.distances import community_graph
     from stages.metashift.metagraph import draw_meta_graph
 
     classes = catalog.classes() if classes is None else classes
@@ -122,10 +132,12 @@ def export_catalog(catalog: Any, out: Path, classes: list[str] | None = None, dr
     settings = {
         "thresholds": catalog.thresholds.model_dump(),
         "contexts": list(catalog.kinds),
+        "protocol": protocol,
         "images": len(ids),
     }
     counts = {}
     out.mkdir(parents=True, exist_ok=True)
+    (out / "graphs").mkdir(exist_ok=True)
     with (
         _JsonMapWriter(out / "subsets.json", settings, "classes") as subsets,
         _JsonMapWriter(out / "distances.json") as distances,
@@ -137,17 +149,27 @@ def export_catalog(catalog: Any, out: Path, classes: list[str] | None = None, dr
                 {ctx: {"size": len(im), "images": [ids[i] for i in im.tolist()]} for ctx, im in kept.items()},
             )
             graph = catalog.meta_graph(cls)
+            doc = graph.to_json(embedding=protocol == "subsets")
+            if protocol == "official":
+                merged = community_graph(catalog, cls)
+                doc["meta_graph"] = merged.to_json()
+                distances.add(cls, {"communities": merged.names, "matrix": _rounded(merged.distances())})
+            else:
+                distances.add(cls, {"contexts": graph.contexts, "matrix": _rounded(graph.distances())})
             name = safe_key(cls)
-            (out / "graphs").mkdir(exist_ok=True)
-            (out / "graphs" / f"{name}.json").write_text(json.dumps(graph.to_json(), indent=1) + "\n")
+            (out / "graphs" / f"{name}.json").write_text(json.dumps(doc) + "\n")
             if draw:
                 draw_meta_graph(graph, out / "graphs" / f"{name}.png")
-            matrix = np.round(graph.distances(), 6).astype(object)
-            matrix[np.isnan(graph.distances())] = None
-            distances.add(cls, {"contexts": graph.contexts, "matrix": matrix.tolist()})
             counts[cls] = len(kept)
             catalog.forget(cls)
     return {**settings, "classes": counts}
+
+
+def _rounded(matrix: np.ndarray) -> list:
+    """Rounded to 6 decimals, NaN as null."""
+    values = np.round(matrix, 6).astype(object)
+    values[np.isnan(matrix)] = None
+    return values.tolist()
 
 
 class _JsonMapWriter:
@@ -179,7 +201,7 @@ def cmd_subsets(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:
-        summary = export_catalog(catalog, Path(args.out), classes, draw=not args.no_png)
+        summary = export_catalog(catalog, Path(args.out), classes, draw=args.png, protocol=args.protocol)
     except MetaShiftError as exc:
         raise UsageError(str(exc)) from None
     print(

@@ -93,8 +93,15 @@ def detect_communities(cls: str, subsets: dict[str, np.ndarray]) -> dict[str, li
     """Named communities of a class's subsets (see module doc), sorted by name."""
     contexts = sorted(subsets, key=lambda c: f"{cls}({c})")
     weights = cut_weights(overlap_coefficients([subsets[c] for c in contexts]))
+    return name_communities(cls, contexts, greedy_modularity_communities(weights), subsets)
+
+
+def name_communities(
+    cls: str, contexts: list[str], communities: list[list[int]], subsets: dict[str, np.ndarray]
+) -> dict[str, list[str]]:
+    """Communities (node indices into `contexts`) named after their largest member, sorted by name."""
     named = {}
-    for community in greedy_modularity_communities(weights):
+    for community in communities:
         members = [contexts[i] for i in community]
         largest = max(members, key=lambda c: (len(subsets[c]), -members.index(c)))
         named[largest] = members

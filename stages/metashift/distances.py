@@ -20,7 +20,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stages.metashift.communities import CommunityGraph, build_community_graph, detect_communities
+from stages.metashift.communities import (
+    CommunityGraph,
+    build_community_graph,
+    detect_communities,
+    name_communities,
+)
 from stages.metashift.metagraph import EMBED_DIM, MetaGraph
 from stages.metashift.official import LAYOUT_DIM
 from stages.metashift.scene_graphs import MetaShiftError
@@ -50,9 +55,11 @@ def community_graph(
         contexts = {c for members in communities.values() for c in members}
         subsets = {c: np.setdiff1d(catalog.subset(cls, c), drop) for c in sorted(contexts)}
         return build_community_graph(cls, communities, subsets)
-    subsets = {
-        c: np.setdiff1d(images, drop) for c, images in catalog.subsets(cls).items() if c not in classes
-    }
+    kept = catalog.subsets(cls)
+    if not len(drop) and not set(classes) & set(kept):  # the catalog's subset graph is the one to split
+        graph = catalog.meta_graph(cls)
+        return build_community_graph(cls, name_communities(cls, graph.contexts, graph.communities, kept), kept)
+    subsets = {c: np.setdiff1d(images, drop) for c, images in kept.items() if c not in classes}
     return build_community_graph(cls, detect_communities(cls, subsets), subsets)
 
 

@@ -48,8 +48,22 @@ class MetaGraph:
     sizes: np.ndarray  # images per subset
     weights: np.ndarray  # n x n overlap coefficients after the cut, zero diagonal
     communities: list[list[int]]  # node indices, largest community first
-    embedding: np.ndarray  # n x EMBED_DIM, NaN rows for isolated nodes
-    eigenvalues: np.ndarray  # of the embedding columns
+    dim: int = EMBED_DIM
+    _spectrum: tuple[np.ndarray, np.ndarray] | None = None  # computed on first use
+
+    def _spectral(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._spectrum is None:
+            self._spectrum = spectral_embedding(self.weights, self.dim)
+        return self._spectrum
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """n x dim eigenmap coordinates, NaN rows for isolated nodes."""
+        return self._spectral()[0]
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return self._spectral()[1]
 
     def position(self, context: str) -> int:
         try:
@@ -76,32 +90,31 @@ class MetaGraph:
                 labels[node] = c
         return labels
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, embedding: bool = True) -> dict[str, Any]:
+        """Nodes, edges and communities; with `embedding`, the per-subset eigenmap coordinates."""
         labels = self.community_of()
         nodes = [
-            {
-                "context": ctx,
-                "subset": f"{self.cls}({ctx})",
-                "size": int(self.sizes[i]),
-                "community": labels[i],
-                "embedding": _nullable(self.embedding[i]),
-            }
+            {"context": ctx, "subset": f"{self.cls}({ctx})", "size": int(self.sizes[i]), "community": labels[i]}
             for i, ctx in enumerate(self.contexts)
         ]
+        if embedding:
+            for i, node in enumerate(nodes):
+                node["embedding"] = _nullable(self.embedding[i])
         rows, cols = np.nonzero(np.triu(self.weights))
         edges = [
             {"source": self.contexts[i], "target": self.contexts[j], "weight": float(self.weights[i, j])}
             for i, j in zip(rows, cols)
         ]
-        return {
+        out = {
             "class": self.cls,
             "edge_cut": EDGE_CUT,
-            "embedding_dim": EMBED_DIM,
-            "eigenvalues": [float(v) for v in self.eigenvalues],
             "nodes": nodes,
             "edges": edges,
             "communities": [[self.contexts[i] for i in members] for members in self.communities],
         }
+        if embedding:
+            out.update(embedding_dim=self.dim, eigenvalues=[float(v) for v in self.eigenvalues])
+        return out
 
 
 def _nullable(values: np.ndarray) -> list[float | None]:
@@ -129,15 +142,13 @@ def build_meta_graph(
 ) -> MetaGraph:
     contexts = sorted(subsets, key=lambda c: f"{cls}({c})")
     weights = cut_weights(overlap_coefficients([subsets[c] for c in contexts]), edge_cut)
-    embedding, eigenvalues = spectral_embedding(weights, dim)
     return MetaGraph(
         cls=cls,
         contexts=contexts,
         sizes=np.array([len(subsets[c]) for c in contexts]),
         weights=weights,
         communities=greedy_modularity_communities(weights),
-        embedding=embedding,
-        eigenvalues=eigenvalues,
+        dim=dim,
     )
 
 

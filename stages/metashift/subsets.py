@@ -60,6 +60,7 @@ class ContextIndex:
         self.names = sorted(objects)
         self._name_pos = {name: i for i, name in enumerate(self.names)}
         self._matrix: sparse.csr_matrix | None = None
+        self._cooc: sparse.csr_matrix | None = None
 
     @classmethod
     def from_records(cls, records: Iterable[SceneRecord]) -> ContextIndex:
@@ -102,14 +103,32 @@ class ContextIndex:
         """Size of every non-empty `cls(context)` subset, by context."""
         sizes: dict[str, int] = {}
         if "object" in kinds and cls in self._name_pos:
-            counts = self._occurrence_matrix() @ self._indicator(self.images_with(cls))
-            for pos in np.flatnonzero(counts):
+            row = self._cooccurrence().getrow(self._name_pos[cls])
+            for pos, count in zip(row.indices.tolist(), row.data.tolist()):
                 if self.names[pos] != cls:
-                    sizes[self.names[pos]] = int(counts[pos])
+                    sizes[self.names[pos]] = int(count)
         if "attribute" in kinds:
             for attribute, positions in self.attributes.get(cls, {}).items():
                 sizes[ATTRIBUTE_PREFIX + attribute] = len(positions)
         return dict(sorted(sizes.items()))
+
+    def object_contexts(self, cls: str, contexts: list[str]) -> dict[str, np.ndarray]:
+        """Images of `cls(context)` for object contexts of `cls`, by one sparse slice."""
+        if not contexts:
+            return {}
+        images = self.images_with(cls)
+        rows = [self._name_pos[c] for c in contexts]
+        block = self._occurrence_matrix()[rows][:, images].tocsr()
+        block.sort_indices()
+        return {c: images[block.indices[block.indptr[k] : block.indptr[k + 1]]] for k, c in enumerate(contexts)}
+
+    def _cooccurrence(self) -> sparse.csr_matrix:
+        """names x names: images holding both objects."""
+        if self._cooc is None:
+            matrix = self._occurrence_matrix()
+            self._cooc = (matrix @ matrix.T).tocsr()
+            self._cooc.sort_indices()
+        return self._cooc
 
     def _occurrence_matrix(self) -> sparse.csr_matrix:
         """names x images, 1 where the image holds the object."""
@@ -123,11 +142,6 @@ class ContextIndex:
                 (np.ones(len(rows), np.int64), (rows, cols)), shape=(len(self.names), len(self.image_ids))
             )
         return self._matrix
-
-    def _indicator(self, positions: np.ndarray) -> np.ndarray:
-        vector = np.zeros(len(self.image_ids), np.int64)
-        vector[positions] = 1
-        return vector
 
 
 def _append(pairs: tuple[array, array], code: int, position: int) -> None:
@@ -165,10 +179,10 @@ class SubsetCatalog:
         """Subsets of `cls` that pass the size threshold, by context (class threshold not applied)."""
         if cls not in self._subsets:
             sizes = self.index.context_sizes(cls, self.kinds)
+            kept = [ctx for ctx, size in sizes.items() if size >= self.thresholds.min_subset_size]
+            objects = self.index.object_contexts(cls, [c for c in kept if not c.startswith(ATTRIBUTE_PREFIX)])
             self._subsets[cls] = {
-                ctx: self.index.context_images(cls, ctx)
-                for ctx, size in sizes.items()
-                if size >= self.thresholds.min_subset_size
+                ctx: objects[ctx] if ctx in objects else self.index.context_images(cls, ctx) for ctx in kept
             }
         return self._subsets[cls]
 

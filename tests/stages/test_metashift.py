@@ -535,6 +535,7 @@ def test_cli_subsets_end_to_end(scene_graphs, tmp_path):
             str(scene_graphs),
             "--out",
             str(out),
+            "--png",
         ],
         cwd=REPO,
         capture_output=True,
@@ -549,8 +550,16 @@ def test_cli_subsets_end_to_end(scene_graphs, tmp_path):
     assert {
         (e["source"], e["target"]): Fraction(e["weight"]).limit_denominator(10) for e in graph["edges"]
     } == DOG_WEIGHTS
+    assert "embedding" not in graph["nodes"][0]  # official protocol: no per-subset embedding
+    merged = {n["community"]: n["members"] for n in graph["meta_graph"]["nodes"]}
+    assert merged == {
+        "dog(bench)": ["dog(bench)", "dog(bike)"],
+        "dog(shelf)": ["dog(cabinet)", "dog(shelf)"],
+        "dog(sofa)": ["dog(bed)", "dog(sofa)"],
+    }
     distances = json.loads((out / "distances.json").read_text())
-    assert distances["dog"]["matrix"][0][0] == 0.0
+    assert distances["dog"]["communities"] == ["bench", "shelf", "sofa"]
+    assert distances["dog"]["matrix"][1][2] == pytest.approx(OFFICIAL_D_SHELF)
     with Image.open(out / "graphs" / "dog.png") as png:
         assert png.size == (800, 600)
         pixels = np.asarray(png.convert("RGB"))
