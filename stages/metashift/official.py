@@ -62,18 +62,23 @@ def greedy_modularity_communities(adjacency: np.ndarray) -> list[list[int]]:
     products = np.outer(share, share)
     gain[adj] = q0 - (products[adj] + products[adj])
     members: dict[int, list[int]] = {i: [i] for i in range(n)}
+    # per row, the best gain and its first column: the global first maximum in row-major
+    # order (smallest u, then v) is then the first row holding the largest row best
+    best, best_at = gain.max(axis=1), gain.argmax(axis=1)
     while True:
-        u, v = divmod(int(np.argmax(gain)), n)  # first maximum in row-major order: smallest u, then v
-        if not gain[u, v] >= 0:  # -inf (no adjacent pair left) or a loss
+        u = int(np.argmax(best))
+        v = int(best_at[u])
+        if not best[u] >= 0:  # -inf (no adjacent pair left) or a loss
             break
-        _merge(gain, share, u, v)
+        touched = _merge(gain, share, u, v)
+        best[touched], best_at[touched] = gain[touched].max(axis=1), gain[touched].argmax(axis=1)
         members[v] = members[v] + members.pop(u)
     order = sorted(members)  # surviving index = dict position in networkx
     return sorted((sorted(members[k]) for k in order), key=len, reverse=True)
 
 
-def _merge(gain: np.ndarray, share: np.ndarray, u: int, v: int) -> None:
-    """Merge community u into v: update row/column v of the gains, retire u."""
+def _merge(gain: np.ndarray, share: np.ndarray, u: int, v: int) -> np.ndarray:
+    """Merge community u into v: update row/column v of the gains, retire u; the rows changed."""
     near_u, near_v = np.isfinite(gain[u]), np.isfinite(gain[v])
     near_u[[u, v]] = near_v[[u, v]] = False
     both, only_v, only_u = near_u & near_v, near_v & ~near_u, near_u & ~near_v
@@ -85,6 +90,7 @@ def _merge(gain: np.ndarray, share: np.ndarray, u: int, v: int) -> None:
     gain[u, :], gain[:, u] = -np.inf, -np.inf
     share[v] += share[u]
     share[u] = 0.0
+    return np.flatnonzero(near_u | near_v | (np.arange(len(gain)) == u) | (np.arange(len(gain)) == v))
 
 
 def spectral_layout(weights: np.ndarray, dim: int = LAYOUT_DIM) -> np.ndarray:

@@ -69,17 +69,26 @@ class ContextIndex:
         object_codes: dict[str, int] = {}
         attribute_codes: dict[tuple[str, str], int] = {}
         obj_pairs, attr_pairs = (array("q"), array("q")), (array("q"), array("q"))
-        for record in records:
+        add_object, add_object_image = obj_pairs[0].append, obj_pairs[1].append
+        add_attribute, add_attribute_image = attr_pairs[0].append, attr_pairs[1].append
+        for position, record in enumerate(records):  # the hot loop: no calls beyond appends and lookups
             if record.image_id in seen:
                 raise MetaShiftError(f"image id {record.image_id!r} appears twice in the metadata")
             seen.add(record.image_id)
-            position = len(image_ids)
             image_ids.append(record.image_id)
             for obj in record.objects:
-                _append(obj_pairs, object_codes.setdefault(obj.name, len(object_codes)), position)
+                code = object_codes.get(obj.name)
+                if code is None:
+                    code = object_codes[obj.name] = len(object_codes)
+                add_object(code)
+                add_object_image(position)
                 for attribute in obj.attributes:
-                    code = attribute_codes.setdefault((obj.name, attribute), len(attribute_codes))
-                    _append(attr_pairs, code, position)
+                    key = (obj.name, attribute)
+                    code = attribute_codes.get(key)
+                    if code is None:
+                        code = attribute_codes[key] = len(attribute_codes)
+                    add_attribute(code)
+                    add_attribute_image(position)
         objects = dict(zip(object_codes, _group_positions(obj_pairs, len(object_codes))))
         attributes: dict[str, dict[str, np.ndarray]] = {}
         for (name, attribute), positions in zip(
@@ -112,6 +121,13 @@ class ContextIndex:
                 sizes[ATTRIBUTE_PREFIX + attribute] = len(positions)
         return dict(sorted(sizes.items()))
 
+    def contexts_at_least(self, size: int) -> np.ndarray:
+        """Per name, how many other objects share at least `size` images with it."""
+        cooc = self._cooccurrence()
+        rows = np.repeat(np.arange(cooc.shape[0]), np.diff(cooc.indptr))
+        hits = (cooc.data >= size) & (cooc.indices != rows)
+        return np.bincount(rows[hits], minlength=cooc.shape[0])
+
     def object_contexts(self, cls: str, contexts: list[str]) -> dict[str, np.ndarray]:
         """Images of `cls(context)` for object contexts of `cls`, by one sparse slice."""
         if not contexts:
@@ -142,11 +158,6 @@ class ContextIndex:
                 (np.ones(len(rows), np.int64), (rows, cols)), shape=(len(self.names), len(self.image_ids))
             )
         return self._matrix
-
-
-def _append(pairs: tuple[array, array], code: int, position: int) -> None:
-    pairs[0].append(code)
-    pairs[1].append(position)
 
 
 def _group_positions(pairs: tuple[array, array], n_codes: int) -> list[np.ndarray]:
@@ -189,11 +200,16 @@ class SubsetCatalog:
     def classes(self) -> list[str]:
         """Classes with enough kept subsets, sorted (counted without materialising subsets)."""
         size, need = self.thresholds.min_subset_size, self.thresholds.min_subsets_per_class
+        kept = np.zeros(len(self.index.names), np.int64)
+        if "object" in self.kinds:
+            kept += self.index.contexts_at_least(size)
+        if "attribute" in self.kinds:
+            attributes = self.index.attributes
+            kept += [sum(len(p) >= size for p in attributes.get(n, {}).values()) for n in self.index.names]
         return [
             name
-            for name in self.index.names
-            if len(self.index.images_with(name)) >= size
-            and sum(n >= size for n in self.index.context_sizes(name, self.kinds).values()) >= need
+            for name, n in zip(self.index.names, kept.tolist())
+            if n >= need and len(self.index.images_with(name)) >= size
         ]
 
     def forget(self, cls: str) -> None:
