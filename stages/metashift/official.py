@@ -49,14 +49,34 @@ LAYOUT_DIM = 5
 
 def greedy_modularity_communities(adjacency: np.ndarray) -> list[list[int]]:
     """Communities (sorted node indices) of the graph whose edges are the non-zero
-    off-diagonal entries of `adjacency`; weights are ignored (see module doc)."""
+    off-diagonal entries of `adjacency`; weights are ignored (see module doc).
+
+    Merges never join two connected components and leave other components' gains
+    unchanged, and the process ends when every component's best gain is negative,
+    so each component is merged on its own (same 1/m, same tie order)."""
+    from scipy.sparse.csgraph import connected_components
+
     adj = np.asarray(adjacency) != 0
     n = len(adj)
     np.fill_diagonal(adj, False)
     edges = int(adj.sum()) // 2
     if edges == 0:
         return [[i] for i in range(n)]
-    q0 = 1.0 / edges
+    _, component = connected_components(adj, directed=False)
+    found: list[list[int]] = []
+    for label in np.unique(component):
+        nodes = np.flatnonzero(component == label)
+        if len(nodes) == 1:
+            found.append([int(nodes[0])])
+            continue
+        found += [nodes[m].tolist() for m in _merge_component(adj[np.ix_(nodes, nodes)], 1.0 / edges)]
+    found.sort(key=max)  # networkx keeps a community at the place of its surviving (largest) node
+    return sorted(found, key=len, reverse=True)
+
+
+def _merge_component(adj: np.ndarray, q0: float) -> list[list[int]]:
+    """Greedy merging inside one connected component; communities as sorted local indices."""
+    n = len(adj)
     share = adj.sum(axis=1) * q0 * 0.5  # a_i, in the same float operations as networkx
     gain = np.full((n, n), -np.inf)
     products = np.outer(share, share)
@@ -71,10 +91,22 @@ def greedy_modularity_communities(adjacency: np.ndarray) -> list[list[int]]:
         if not best[u] >= 0:  # -inf (no adjacent pair left) or a loss
             break
         touched = _merge(gain, share, u, v)
-        best[touched], best_at[touched] = gain[touched].max(axis=1), gain[touched].argmax(axis=1)
+        _update_bests(gain, best, best_at, touched, u, v)
         members[v] = members[v] + members.pop(u)
-    order = sorted(members)  # surviving index = dict position in networkx
-    return sorted((sorted(members[k]) for k in order), key=len, reverse=True)
+    return [sorted(m) for m in members.values()]
+
+
+def _update_bests(
+    gain: np.ndarray, best: np.ndarray, best_at: np.ndarray, touched: np.ndarray, u: int, v: int
+) -> None:
+    """Row bests after a merge: rows u and v, and rows whose best was at column u or v, are
+    recomputed; other touched rows only compare their best with their new entry at v."""
+    new = gain[touched, v]
+    lost = (best_at[touched] == u) | (best_at[touched] == v) | (touched == u) | (touched == v)
+    better = ~lost & ((new > best[touched]) | ((new == best[touched]) & (v < best_at[touched])))
+    best[touched[better]], best_at[touched[better]] = new[better], v
+    redo = touched[lost]
+    best[redo], best_at[redo] = gain[redo].max(axis=1), gain[redo].argmax(axis=1)
 
 
 def _merge(gain: np.ndarray, share: np.ndarray, u: int, v: int) -> np.ndarray:
