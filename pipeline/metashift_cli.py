@@ -84,6 +84,12 @@ def _metadata_args(p: argparse.ArgumentParser) -> None:
         default="object",
         help="context kinds: object, attribute or object,attribute (default: object)",
     )
+    p.add_argument(
+        "--attribute-vocabulary",
+        choices=["official", "any"],
+        default="official",
+        help="attribute contexts from the official MetaShift attribute ontology (default) or any attribute",
+    )
     p.add_argument("--min-subset-size", type=int, default=25, help="images a subset needs (default: 25)")
     p.add_argument(
         "--min-subsets-per-class",
@@ -112,7 +118,7 @@ def _catalog(args: argparse.Namespace):
         raise UsageError(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}") from None
     except MetaShiftError as exc:
         raise UsageError(str(exc)) from None
-    return SubsetCatalog(index, thresholds, kinds)
+    return SubsetCatalog(index, thresholds, kinds, args.attribute_vocabulary)
 
 
 def export_catalog(
@@ -132,6 +138,7 @@ def export_catalog(
     settings = {
         "thresholds": catalog.thresholds.model_dump(),
         "contexts": list(catalog.kinds),
+        "attribute_vocabulary": catalog.attribute_vocabulary,
         "protocol": protocol,
         "images": len(ids),
     }

@@ -220,6 +220,7 @@ def with_definitions(
         "protocol": request.protocol,
         "thresholds": catalog.thresholds.model_dump(),
         "contexts": list(catalog.kinds),
+        "attribute_vocabulary": catalog.attribute_vocabulary,
         "distance": DEFINITIONS[request.protocol],
     }
 

@@ -24,10 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
 from stages.metashift.metagraph import MetaGraph, build_meta_graph
+from stages.metashift.ontology import OFFICIAL_ATTRIBUTES
 from stages.metashift.scene_graphs import MetaShiftError, SceneRecord
 
 ATTRIBUTE_PREFIX = "attr:"
 ContextKind = Literal["object", "attribute"]
+AttributeVocabulary = Literal["official", "any"]
 
 
 class Thresholds(BaseModel):
@@ -108,8 +110,11 @@ class ContextIndex:
             return np.zeros(0, np.int64)
         return np.intersect1d(self.images_with(cls), self.images_with(context), assume_unique=True)
 
-    def context_sizes(self, cls: str, kinds: Iterable[ContextKind]) -> dict[str, int]:
-        """Size of every non-empty `cls(context)` subset, by context."""
+    def context_sizes(
+        self, cls: str, kinds: Iterable[ContextKind], attributes: frozenset[str] | None = None
+    ) -> dict[str, int]:
+        """Size of every non-empty `cls(context)` subset, by context (attribute contexts
+        only from `attributes` when given)."""
         sizes: dict[str, int] = {}
         if "object" in kinds and cls in self._name_pos:
             row = self._cooccurrence().getrow(self._name_pos[cls])
@@ -118,7 +123,8 @@ class ContextIndex:
                     sizes[self.names[pos]] = int(count)
         if "attribute" in kinds:
             for attribute, positions in self.attributes.get(cls, {}).items():
-                sizes[ATTRIBUTE_PREFIX + attribute] = len(positions)
+                if attributes is None or attribute in attributes:
+                    sizes[ATTRIBUTE_PREFIX + attribute] = len(positions)
         return dict(sorted(sizes.items()))
 
     def contexts_at_least(self, size: int) -> np.ndarray:
@@ -181,15 +187,18 @@ class SubsetCatalog:
         index: ContextIndex,
         thresholds: Thresholds | None = None,
         kinds: Iterable[ContextKind] = ("object",),
+        attribute_vocabulary: AttributeVocabulary = "official",
     ):
         self.index, self.thresholds, self.kinds = index, thresholds or Thresholds(), tuple(kinds)
+        self.attribute_vocabulary = attribute_vocabulary
+        self.vocabulary = OFFICIAL_ATTRIBUTES if attribute_vocabulary == "official" else None
         self._subsets: dict[str, dict[str, np.ndarray]] = {}
         self._graphs: dict[str, MetaGraph] = {}
 
     def candidate_subsets(self, cls: str) -> dict[str, np.ndarray]:
         """Subsets of `cls` that pass the size threshold, by context (class threshold not applied)."""
         if cls not in self._subsets:
-            sizes = self.index.context_sizes(cls, self.kinds)
+            sizes = self.index.context_sizes(cls, self.kinds, self.vocabulary)
             kept = [ctx for ctx, size in sizes.items() if size >= self.thresholds.min_subset_size]
             objects = self.index.object_contexts(cls, [c for c in kept if not c.startswith(ATTRIBUTE_PREFIX)])
             self._subsets[cls] = {
@@ -205,7 +214,11 @@ class SubsetCatalog:
             kept += self.index.contexts_at_least(size)
         if "attribute" in self.kinds:
             attributes = self.index.attributes
-            kept += [sum(len(p) >= size for p in attributes.get(n, {}).values()) for n in self.index.names]
+            vocabulary = self.vocabulary
+            kept += [
+                sum(len(p) >= size for a, p in attributes.get(n, {}).items() if vocabulary is None or a in vocabulary)
+                for n in self.index.names
+            ]
         return [
             name
             for name, n in zip(self.index.names, kept.tolist())
@@ -235,6 +248,12 @@ class SubsetCatalog:
                 f"{subset_name(cls, context)} is an attribute context, but only {'/'.join(self.kinds)} "
                 f"contexts are enabled (add attribute: --contexts object,attribute, or contexts: [object, attribute])"
             )
+        if context.startswith(ATTRIBUTE_PREFIX) and self.vocabulary is not None:
+            if context[len(ATTRIBUTE_PREFIX) :] not in self.vocabulary:
+                raise MetaShiftError(
+                    f"{subset_name(cls, context)}: {context[len(ATTRIBUTE_PREFIX):]!r} is not in the official "
+                    f"attribute ontology (attribute_vocabulary: any / --attribute-vocabulary any allows it)"
+                )
         kept = self.subsets(cls)
         if context in kept:
             return kept[context]

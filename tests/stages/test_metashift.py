@@ -226,6 +226,17 @@ def test_attribute_contexts(catalog):
         both.subset("cat", "attr:black")
 
 
+def test_attribute_vocabulary(catalog):
+    """'wooden' (every non-cat object) is not in the official ontology ('wood' is); 'orange' is."""
+    official = SubsetCatalog(catalog.index, Thresholds(), kinds=("object", "attribute"))
+    assert "attr:wooden" not in official.subsets("dog") and "attr:orange" in official.subsets("cat")
+    with pytest.raises(MetaShiftError, match="'wooden' is not in the official attribute ontology"):
+        official.subset("dog", "attr:wooden")
+    loose = SubsetCatalog(catalog.index, Thresholds(), ("object", "attribute"), attribute_vocabulary="any")
+    assert len(loose.subset("dog", "attr:wooden")) == 135  # every dog image
+    assert len(loose.subsets("dog")) == len(official.subsets("dog")) + 1
+
+
 def test_meta_graph_weights_by_hand(catalog):
     graph = catalog.meta_graph("dog")
     assert graph.contexts == sorted(DOG)
