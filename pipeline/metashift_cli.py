@@ -220,8 +220,8 @@ def cmd_subsets(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from stages.metashift.scene_graphs import MetaShiftError
     from stages.metashift.distances import sweep_mixes
+    from stages.metashift.scene_graphs import MetaShiftError
 
     for flag, value in (("--mix-size", args.mix_size), ("--count", args.count)):
         if value < 1:

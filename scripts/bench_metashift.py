@@ -49,7 +49,10 @@ def write_scene_graphs(path: Path, images: int, seed: int = 0) -> None:
                 x, y, w, h = (int(v) for v in rng.integers(0, 500, 4))
                 objects[str(1_000_000 + k * 40 + j)] = {
                     "name": f"obj{name}",
-                    "x": x, "y": y, "w": w, "h": h,
+                    "x": x,
+                    "y": y,
+                    "w": w,
+                    "h": h,
                     "attributes": [f"attr{a}" for a in rng.integers(0, ATTRIBUTES, int(rng.integers(0, 4)))],
                     "relations": [
                         {"name": "near", "object": str(1_000_000 + k * 40 + int(r))}
@@ -85,7 +88,9 @@ def measure(mode: str, path: Path, work: Path) -> dict:
     out = work / f"out-{mode}"
     done = subprocess.run(
         [sys.executable, __file__, "--child", mode, str(path), str(out)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -113,10 +113,7 @@ def build_community_graph(
 ) -> CommunityGraph:
     """Merge each community's subsets and embed the graph of merged communities."""
     names = list(communities)
-    merged = [
-        np.unique(np.concatenate([subsets[c] for c in communities[n]] or [np.zeros(0, np.int64)]))
-        for n in names
-    ]
+    merged = [np.unique(np.concatenate([subsets[c] for c in communities[n]] or [np.zeros(0, np.int64)])) for n in names]
     weights = cut_weights(overlap_coefficients(merged))
     return CommunityGraph(
         cls=cls,

@@ -63,9 +63,7 @@ def community_graph(
     return build_community_graph(cls, detect_communities(cls, subsets), subsets)
 
 
-def distance_report(
-    graph: MetaGraph | CommunityGraph, train: list[str], test: list[str]
-) -> dict[str, Any]:
+def distance_report(graph: MetaGraph | CommunityGraph, train: list[str], test: list[str]) -> dict[str, Any]:
     """Names, d of the whole training mix to every test subset, and every pairwise distance."""
     name = lambda c: subset_name(graph.cls, c)  # noqa: E731
     report: dict[str, Any] = {
@@ -82,14 +80,11 @@ def distance_report(
         pairs = [(a, t) for t in test for a in dict.fromkeys(of(c) for c in train)]
         report["meta_graph"] = graph.to_json()
         report["pairs"] = [
-            {"train": name(a), "test": name(of(t)), "distance": _finite(graph.mix_distance([a], t))}
-            for a, t in pairs
+            {"train": name(a), "test": name(of(t)), "distance": _finite(graph.mix_distance([a], t))} for a, t in pairs
         ]
         return report
     report["pairs"] = [
-        {"train": name(a), "test": name(t), "distance": _finite(graph.distance(a, t))}
-        for t in test
-        for a in train
+        {"train": name(a), "test": name(t), "distance": _finite(graph.distance(a, t))} for t in test for a in train
     ]
     return report
 

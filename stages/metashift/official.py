@@ -96,9 +96,7 @@ def _merge_component(adj: np.ndarray, q0: float) -> list[list[int]]:
     return [sorted(m) for m in members.values()]
 
 
-def _update_bests(
-    gain: np.ndarray, best: np.ndarray, best_at: np.ndarray, touched: np.ndarray, u: int, v: int
-) -> None:
+def _update_bests(gain: np.ndarray, best: np.ndarray, best_at: np.ndarray, touched: np.ndarray, u: int, v: int) -> None:
     """Row bests after a merge: rows u and v, and rows whose best was at column u or v, are
     recomputed; other touched rows only compare their best with their new entry at v."""
     new = gain[touched, v]

@@ -61,9 +61,7 @@ def subpopulation_split(catalog: SubsetCatalog, request: SubpopulationSplit) -> 
         report["classes"][cls] = {
             "counts": {s: {g: int(len(im)) for g, im in by.items()} for s, by in groups.items()},
             "dropped_in_both_groups_or_classes": dropped,
-            **request_distances(
-                catalog, request, cls, request.majority[cls], request.minority[cls], ambiguous
-            ),
+            **request_distances(catalog, request, cls, request.majority[cls], request.minority[cls], ambiguous),
         }
     return SplitResult(sorted_assignments(assignments), with_definitions(report, catalog, request))
 

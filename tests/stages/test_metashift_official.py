@@ -161,8 +161,9 @@ def test_published_experiments_come_out_in_published_order(catalog):
     assert _experiment("cabinet", "bed").protocol == "official"  # the default
     # the per-subset analysis on the same data breaks the order (and is 5-10x smaller)
     per_subset = [
-        domain_split(catalog, _experiment(a, b, communities=communities, protocol="subsets"))
-        .report["classes"]["dog"]["d"]["dog(shelf)"]
+        domain_split(catalog, _experiment(a, b, communities=communities, protocol="subsets")).report["classes"]["dog"][
+            "d"
+        ]["dog(shelf)"]
         for a, b in EXPERIMENTS
     ]
     assert per_subset != sorted(per_subset) and max(per_subset) < 0.2
@@ -276,8 +277,14 @@ def test_spectral_layout_by_hand_and_small_graphs():
 
 
 def test_isolated_community_is_embedded(catalog):
-    scheme = {"dog": {"shelf": DOG_COMMUNITIES["shelf"], "bed": DOG_COMMUNITIES["bed"],
-                      "cabinet": DOG_COMMUNITIES["cabinet"], "grass": DOG_COMMUNITIES["grass"]}}
+    scheme = {
+        "dog": {
+            "shelf": DOG_COMMUNITIES["shelf"],
+            "bed": DOG_COMMUNITIES["bed"],
+            "cabinet": DOG_COMMUNITIES["cabinet"],
+            "grass": DOG_COMMUNITIES["grass"],
+        }
+    }
     graph = community_graph(catalog, "dog", ["cat", "dog"], scheme["dog"], _dupes(catalog))
     assert graph.weights[graph.node("grass")].sum() == 0  # no edge
     assert np.isfinite(graph.distances()).all()

@@ -89,7 +89,7 @@ def test_official_subpopulation_equals_the_official_script(catalog, n_minority):
     result = subpopulation_split(catalog, _request(n_minority))
     official = _official(catalog, n_minority)
     for cls in ("cat", "dog"):
-        got = lambda split, group=None: {  # noqa: E731
+        got = lambda split, group=None, cls=cls: {  # noqa: E731
             a.image_id for a in result.assignments if a.cls == cls and a.split == split and group in (None, a.group)
         }
         assert got("train") == official[cls]["train"]
@@ -130,8 +130,11 @@ def test_official_defaults_and_limits(catalog):
         850,
         42,
     )
-    with pytest.raises(MetaShiftError, match=r"cat minority group has 13 images .* needs test_per_group \+ "
-                       r"minority_pool = 294"):
+    with pytest.raises(
+        MetaShiftError,
+        match=r"cat minority group has 13 images .* needs test_per_group \+ "
+        r"minority_pool = 294",
+    ):
         subpopulation_split(catalog, request)
     with pytest.raises(ValueError, match="minority_count 7 exceeds minority_pool 6"):
         _request(7)
