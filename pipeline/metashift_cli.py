@@ -143,6 +143,7 @@ def export_catalog(
         "images": len(ids),
     }
     counts = {}
+    quoted = np.array([json.dumps(i) for i in ids], dtype=object)  # every image id encoded once
     out.mkdir(parents=True, exist_ok=True)
     (out / "graphs").mkdir(exist_ok=True)
     with (
@@ -151,10 +152,7 @@ def export_catalog(
     ):
         for cls in classes:
             kept = catalog.subsets(cls)
-            subsets.add(
-                cls,
-                {ctx: {"size": len(im), "images": [ids[i] for i in im.tolist()]} for ctx, im in kept.items()},
-            )
+            subsets.add_json(cls, _subsets_json(kept, quoted))
             graph = catalog.meta_graph(cls)
             doc = graph.to_json(embedding=protocol == "subsets")
             if protocol == "official":
@@ -170,6 +168,14 @@ def export_catalog(
             counts[cls] = len(kept)
             catalog.forget(cls)
     return {**settings, "classes": counts}
+
+
+def _subsets_json(kept: dict[str, np.ndarray], quoted: np.ndarray) -> str:
+    """{"<context>": {"size": n, "images": [ids]}, ...} from pre-encoded image ids."""
+    entries = (
+        f'{json.dumps(ctx)}: {{"size": {len(im)}, "images": [{", ".join(quoted[im])}]}}' for ctx, im in kept.items()
+    )
+    return "{" + ", ".join(entries) + "}"
 
 
 def _rounded(matrix: np.ndarray) -> list:
@@ -191,7 +197,11 @@ class _JsonMapWriter:
         self.handle.write("{")
 
     def add(self, key: str, value: Any) -> None:
-        self.handle.write(("\n" if self.first else ",\n") + f"{json.dumps(key)}: {json.dumps(value)}")
+        self.add_json(key, json.dumps(value))
+
+    def add_json(self, key: str, text: str) -> None:
+        """An entry whose value is already JSON text."""
+        self.handle.write(("\n" if self.first else ",\n") + f"{json.dumps(key)}: {text}")
         self.first = False
 
     def __enter__(self) -> _JsonMapWriter:

@@ -111,19 +111,23 @@ class ContextIndex:
         return np.intersect1d(self.images_with(cls), self.images_with(context), assume_unique=True)
 
     def context_sizes(
-        self, cls: str, kinds: Iterable[ContextKind], attributes: frozenset[str] | None = None
+        self,
+        cls: str,
+        kinds: Iterable[ContextKind],
+        attributes: frozenset[str] | None = None,
+        min_size: int = 1,
     ) -> dict[str, int]:
-        """Size of every non-empty `cls(context)` subset, by context (attribute contexts
-        only from `attributes` when given)."""
+        """Size of every `cls(context)` subset with at least `min_size` images, by context
+        (attribute contexts only from `attributes` when given)."""
         sizes: dict[str, int] = {}
         if "object" in kinds and cls in self._name_pos:
-            row = self._cooccurrence().getrow(self._name_pos[cls])
-            for pos, count in zip(row.indices.tolist(), row.data.tolist()):
-                if self.names[pos] != cls:
-                    sizes[self.names[pos]] = int(count)
+            cooc, row = self._cooccurrence(), self._name_pos[cls]
+            cols, counts = (x[cooc.indptr[row] : cooc.indptr[row + 1]] for x in (cooc.indices, cooc.data))
+            keep = (counts >= min_size) & (cols != row)
+            sizes = dict(zip([self.names[c] for c in cols[keep].tolist()], counts[keep].tolist()))
         if "attribute" in kinds:
             for attribute, positions in self.attributes.get(cls, {}).items():
-                if attributes is None or attribute in attributes:
+                if (attributes is None or attribute in attributes) and len(positions) >= min_size:
                     sizes[ATTRIBUTE_PREFIX + attribute] = len(positions)
         return dict(sorted(sizes.items()))
 
@@ -198,8 +202,7 @@ class SubsetCatalog:
     def candidate_subsets(self, cls: str) -> dict[str, np.ndarray]:
         """Subsets of `cls` that pass the size threshold, by context (class threshold not applied)."""
         if cls not in self._subsets:
-            sizes = self.index.context_sizes(cls, self.kinds, self.vocabulary)
-            kept = [ctx for ctx, size in sizes.items() if size >= self.thresholds.min_subset_size]
+            kept = list(self.index.context_sizes(cls, self.kinds, self.vocabulary, self.thresholds.min_subset_size))
             objects = self.index.object_contexts(cls, [c for c in kept if not c.startswith(ATTRIBUTE_PREFIX)])
             self._subsets[cls] = {
                 ctx: objects[ctx] if ctx in objects else self.index.context_images(cls, ctx) for ctx in kept

@@ -557,6 +557,8 @@ def test_cli_subsets_end_to_end(scene_graphs, tmp_path):
     assert "2 classes, 13 subsets from 350 images" in run.stderr
     subsets = json.loads((out / "subsets.json").read_text())
     assert {ctx: s["size"] for ctx, s in subsets["classes"]["dog"].items()} == DOG
+    shelf = subsets["classes"]["dog"]["shelf"]["images"]
+    assert shelf == sorted(shelf) and set(shelf) == ids_of_block(3) | ids_of_block(4) | ids_of_block(10)
     graph = json.loads((out / "graphs" / "dog.json").read_text())
     assert {
         (e["source"], e["target"]): Fraction(e["weight"]).limit_denominator(10) for e in graph["edges"]
