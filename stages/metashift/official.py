@@ -99,28 +99,33 @@ def _merge_component(adj: np.ndarray, q0: float) -> list[list[int]]:
 def _update_bests(gain: np.ndarray, best: np.ndarray, best_at: np.ndarray, touched: np.ndarray, u: int, v: int) -> None:
     """Row bests after a merge: rows u and v, and rows whose best was at column u or v, are
     recomputed; other touched rows only compare their best with their new entry at v."""
-    new = gain[touched, v]
-    lost = (best_at[touched] == u) | (best_at[touched] == v) | (touched == u) | (touched == v)
-    better = ~lost & ((new > best[touched]) | ((new == best[touched]) & (v < best_at[touched])))
+    new, old, old_at = gain[touched, v], best[touched], best_at[touched]
+    lost = (old_at == u) | (old_at == v) | (touched == u) | (touched == v)
+    better = ~lost & ((new > old) | ((new == old) & (v < old_at)))
     best[touched[better]], best_at[touched[better]] = new[better], v
     redo = touched[lost]
-    best[redo], best_at[redo] = gain[redo].max(axis=1), gain[redo].argmax(axis=1)
+    rows = gain[redo]
+    best_at[redo] = at = rows.argmax(axis=1)
+    best[redo] = rows[np.arange(len(redo)), at]
 
 
 def _merge(gain: np.ndarray, share: np.ndarray, u: int, v: int) -> np.ndarray:
-    """Merge community u into v: update row/column v of the gains, retire u; the rows changed."""
-    near_u, near_v = np.isfinite(gain[u]), np.isfinite(gain[v])
-    near_u[[u, v]] = near_v[[u, v]] = False
-    both, only_v, only_u = near_u & near_v, near_v & ~near_u, near_u & ~near_v
-    row = np.full(len(gain), -np.inf)
-    row[both] = gain[v, both] + gain[u, both]
-    row[only_v] = gain[v, only_v] - (share[u] * share[only_v] + share[only_v] * share[u])
-    row[only_u] = gain[u, only_u] - (share[v] * share[only_u] + share[only_u] * share[v])
+    """Merge community u into v: update row/column v of the gains, retire u; the rows changed
+    (u and v included: they are adjacent)."""
+    gain_u, gain_v = gain[u], gain[v]
+    near_u, near_v = gain_u > -np.inf, gain_v > -np.inf
+    touched = np.flatnonzero(near_u | near_v)
+    twice_u, twice_v = share[u] * share, share[v] * share  # a_u a_w, a_v a_w for every w
+    # neighbours of both: sum; of v only: minus 2 a_u a_w; of u only (or none, -inf): minus 2 a_v a_w
+    row = np.where(
+        near_v, np.where(near_u, gain_v + gain_u, gain_v - (twice_u + twice_u)), gain_u - (twice_v + twice_v)
+    )
+    row[[u, v]] = -np.inf
     gain[v, :], gain[:, v] = row, row
     gain[u, :], gain[:, u] = -np.inf, -np.inf
     share[v] += share[u]
     share[u] = 0.0
-    return np.flatnonzero(near_u | near_v | (np.arange(len(gain)) == u) | (np.arange(len(gain)) == v))
+    return touched
 
 
 def spectral_layout(weights: np.ndarray, dim: int = LAYOUT_DIM) -> np.ndarray:
