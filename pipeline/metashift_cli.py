@@ -112,7 +112,7 @@ def _catalog(args: argparse.Namespace):
         thresholds = Thresholds(
             min_subset_size=args.min_subset_size, min_subsets_per_class=args.min_subsets_per_class
         )
-        index = ContextIndex.from_records(read_records(args.scene_graphs))
+        index = ContextIndex.from_records(read_records(args.scene_graphs), "attribute" in kinds)
     except ValidationError as exc:
         problem = exc.errors()[0]
         raise UsageError(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}") from None

@@ -111,7 +111,8 @@ def compute_split(spec: SceneGraphSpec) -> SplitResult:
     if not Path(spec.images).expanduser().is_dir():
         raise ManifestError(f"source.images: {spec.images} is not a folder")
     try:
-        index = ContextIndex.from_records(read_records(Path(spec.scene_graphs).expanduser()))
+        records = read_records(Path(spec.scene_graphs).expanduser())
+        index = ContextIndex.from_records(records, "attribute" in spec.contexts)
         catalog = SubsetCatalog(index, spec.thresholds, spec.contexts, spec.attribute_vocabulary)
         return make_split(catalog, spec.split)
     except MetaShiftError as exc:

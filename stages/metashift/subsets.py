@@ -65,7 +65,9 @@ class ContextIndex:
         self._cooc: sparse.csr_matrix | None = None
 
     @classmethod
-    def from_records(cls, records: Iterable[SceneRecord]) -> ContextIndex:
+    def from_records(cls, records: Iterable[SceneRecord], with_attributes: bool = True) -> ContextIndex:
+        """The index of a record stream; `with_attributes=False` skips the attribute
+        index (object contexts only), which halves the work on attribute-rich metadata."""
         image_ids: list[str] = []
         seen: set[str] = set()
         object_codes: dict[str, int] = {}
@@ -84,6 +86,8 @@ class ContextIndex:
                     code = object_codes[obj.name] = len(object_codes)
                 add_object(code)
                 add_object_image(position)
+                if not with_attributes:
+                    continue
                 for attribute in obj.attributes:
                     key = (obj.name, attribute)
                     code = attribute_codes.get(key)
@@ -171,10 +175,11 @@ class ContextIndex:
 
 
 def _group_positions(pairs: tuple[array, array], n_codes: int) -> list[np.ndarray]:
-    """Per code, the sorted unique image positions."""
+    """Per code, the sorted unique image positions (pairs arrive in ascending position,
+    so a stable sort by code keeps each code's positions sorted)."""
     codes = np.frombuffer(pairs[0], dtype=np.int64)
     positions = np.frombuffer(pairs[1], dtype=np.int64)
-    order = np.lexsort((positions, codes))
+    order = np.argsort(codes, kind="stable")
     codes, positions = codes[order], positions[order]
     keep = np.ones(len(codes), bool)
     keep[1:] = (codes[1:] != codes[:-1]) | (positions[1:] != positions[:-1])

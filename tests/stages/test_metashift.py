@@ -226,6 +226,14 @@ def test_attribute_contexts(catalog):
         both.subset("cat", "attr:black")
 
 
+def test_index_without_attributes(catalog, scene_graphs):
+    plain = ContextIndex.from_records(read_records(scene_graphs), with_attributes=False)
+    assert plain.attributes == {} and plain.image_ids == catalog.index.image_ids
+    assert {k: v.tolist() for k, v in plain.objects.items()} == {
+        k: v.tolist() for k, v in catalog.index.objects.items()
+    }
+
+
 def test_attribute_vocabulary(catalog):
     """'wooden' (every non-cat object) is not in the official ontology ('wood' is); 'orange' is."""
     official = SubsetCatalog(catalog.index, Thresholds(), kinds=("object", "attribute"))
