@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -45,7 +46,7 @@ DEFINITIONS = {
 def community_graph(
     catalog: SubsetCatalog,
     cls: str,
-    classes: list[str] = (),  # type: ignore[assignment]
+    classes: Sequence[str] = (),
     communities: dict[str, list[str]] | None = None,
     ambiguous: np.ndarray | None = None,
 ) -> CommunityGraph:
