@@ -93,6 +93,12 @@ def _merge_component(adj: np.ndarray, q0: float) -> list[list[int]]:
         touched = _merge(gain, share, u, v)
         _update_bests(gain, best, best_at, touched, u, v)
         members[v] = members[v] + members.pop(u)
+        if len(gain) > 64 and 2 * len(members) < len(gain):
+            # drop retired rows and columns; the order, hence every tie-break, is kept
+            keep = np.array(sorted(members))
+            gain, share = gain[np.ix_(keep, keep)], share[keep]
+            best, best_at = gain.max(axis=1), gain.argmax(axis=1)
+            members = {new: members[old] for new, old in enumerate(keep.tolist())}
     return [sorted(m) for m in members.values()]
 
 
