@@ -76,14 +76,14 @@ def child(mode: str, path: str, out: str) -> None:
     cpu_start = start_usage.ru_utime + start_usage.ru_stime
     started = time.perf_counter()
     if mode == "reader":
-        count = sum(1 for _ in read_records(path))
-        extra = {"records": count}
+        extra = {"records": sum(1 for _ in read_records(path))}
     else:
         argv = ["metashift", "subsets", "--scene-graphs", path, "--out", out]
-        code = main(argv + (["--png"] if mode == "subsets_png" else []))
-        extra = {"exit": code, "classes": len(json.loads(Path(out, "subsets.json").read_text())["classes"])}
+        extra = {"exit": main(argv + (["--png"] if mode == "subsets_png" else []))}
     seconds = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # before anything reads the outputs back
+    if mode != "reader":
+        extra["classes"] = len(list(Path(out, "graphs").glob("*.json")))
     cpu = usage.ru_utime + usage.ru_stime - cpu_start
     print(
         json.dumps(
