@@ -104,3 +104,20 @@ def test_subsets_bad_file_writes_nothing(tmp_path, capsys):
     code, _, err = _run(capsys, "metashift", "subsets", "--scene-graphs", str(bad), "--out", str(out))
     assert code == 2 and err.count("\n") == 1 and "after the closing" in err
     assert not out.exists()
+
+
+def test_subsets_protocols_write_their_distances(good, tmp_path, capsys):
+    base = ["metashift", "subsets", "--scene-graphs", str(good), "--min-subset-size", "5"]
+    base += ["--min-subsets-per-class", "2"]
+    assert _run(capsys, *base, "--out", str(tmp_path / "official"))[0] == 0
+    assert _run(capsys, *base, "--out", str(tmp_path / "subsets"), "--protocol", "subsets")[0] == 0
+    official = json.loads((tmp_path / "official" / "distances.json").read_text())["dog"]
+    per_subset = json.loads((tmp_path / "subsets" / "distances.json").read_text())["dog"]
+    graph = json.loads((tmp_path / "official" / "graphs" / "dog.json").read_text())
+    assert official["communities"] == [n["community"][4:-1] for n in graph["meta_graph"]["nodes"]]
+    assert per_subset["contexts"] == ["bed", "desk", "lamp", "rug", "shelf", "sofa"]
+    assert len(per_subset["matrix"]) == 6 and per_subset["matrix"][0][0] == 0.0
+    assert "embedding" in json.loads((tmp_path / "subsets" / "graphs" / "dog.json").read_text())["nodes"][0]
+    summary = json.loads((tmp_path / "subsets" / "subsets.json").read_text())
+    assert summary["protocol"] == "subsets" and summary["attribute_vocabulary"] == "official"
+    assert not (tmp_path / "official" / "graphs" / "dog.png").exists()  # pictures only with --png
