@@ -62,8 +62,12 @@ def greedy_modularity_communities(adjacency: np.ndarray) -> list[list[int]]:
     edges = int(adj.sum()) // 2
     if edges == 0:
         return [[i] for i in range(n)]
+    if n <= 64:  # small graphs: one pass costs less than splitting into components
+        found = _merge_component(adj, 1.0 / edges)
+        found.sort(key=max)
+        return sorted(found, key=len, reverse=True)
     _, component = connected_components(adj, directed=False)
-    found: list[list[int]] = []
+    found = []
     for label in np.unique(component):
         nodes = np.flatnonzero(component == label)
         if len(nodes) == 1:

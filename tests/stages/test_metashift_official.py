@@ -229,13 +229,16 @@ def test_greedy_modularity_equals_networkx_on_random_graphs():
 
 
 def test_greedy_modularity_equals_networkx_on_large_planted_graphs():
-    """70-220 nodes in 12 planted blocks: long merge sequences (the implementation compacts
-    its matrices once half the communities are merged away)."""
+    """70-220 nodes in 12 planted blocks, several components: long merge sequences (the
+    implementation merges each component apart and compacts its matrices once half the
+    communities are merged away)."""
     rng = np.random.default_rng(7)
     for _ in range(6):
         n = int(rng.integers(70, 220))
         blocks = rng.integers(0, 12, n)
         p = np.where(blocks[:, None] == blocks[None, :], 0.5, 0.03)
+        p[(blocks[:, None] == 0) != (blocks[None, :] == 0)] = 0  # block 0: a component of its own
+        p[:3, :] = p[:, :3] = 0  # and three isolated nodes
         w = np.triu((rng.random((n, n)) < p) * np.round(rng.random((n, n)), 1), 1)
         w[w < 0.2] = 0
         w = w + w.T
