@@ -28,9 +28,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser(
         "subsets",
-        help="write subsets, per-class meta-graphs (JSON + PNG) and distances",
+        help="write subsets, per-class meta-graphs (JSON, PNG on request) and distances",
         description="Find every class(context) subset that passes the thresholds and write "
-        "OUT/subsets.json, OUT/distances.json and OUT/graphs/<class>.json|png.",
+        "OUT/subsets.json, OUT/distances.json and OUT/graphs/<class>.json (and .png with --png).",
         epilog=_EPILOG,
     )
     _metadata_args(p)
@@ -38,7 +38,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--classes", default=None, help="comma-separated classes to export (default: every kept class)"
     )
-    p.add_argument("--no-png", action="store_true", help="skip drawing the meta-graph PNGs")
+    p.add_argument("--png", action="store_true", help="also draw graphs/<class>.png (slow for many classes)")
+    _protocol_arg(p)
     p.set_defaults(func=cmd_subsets)
 
     p = commands.add_parser(
@@ -53,6 +54,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", required=True, help="test context, e.g. shelf")
     p.add_argument("--mix-size", type=int, default=2, help="contexts per training mix (default: 2)")
     p.add_argument("--count", type=int, default=4, help="number of mixes (default: 4)")
+    _protocol_arg(p)
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser(
@@ -65,12 +67,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def _protocol_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--protocol",
+        choices=["official", "subsets"],
+        default="official",
+        help="official (default): distances between merged communities on their meta-graph "
+        "(spectral_layout); subsets: distances between subsets on the per-subset graph",
+    )
+
+
 def _metadata_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scene-graphs", required=True, help="scene-graph JSON or CSV/Parquet table")
     p.add_argument(
         "--contexts",
         default="object",
         help="context kinds: object, attribute or object,attribute (default: object)",
+    )
+    p.add_argument(
+        "--attribute-vocabulary",
+        choices=["official", "any"],
+        default="official",
+        help="attribute contexts from the official MetaShift attribute ontology (default) or any attribute",
     )
     p.add_argument("--min-subset-size", type=int, default=25, help="images a subset needs (default: 25)")
     p.add_argument(
@@ -94,17 +112,25 @@ def _catalog(args: argparse.Namespace):
         thresholds = Thresholds(
             min_subset_size=args.min_subset_size, min_subsets_per_class=args.min_subsets_per_class
         )
-        index = ContextIndex.from_records(read_records(args.scene_graphs))
-    except (MetaShiftError, ValidationError) as exc:
+        index = ContextIndex.from_records(read_records(args.scene_graphs), "attribute" in kinds)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise UsageError(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}") from None
+    except MetaShiftError as exc:
         raise UsageError(str(exc)) from None
-    return SubsetCatalog(index, thresholds, kinds)
+    return SubsetCatalog(index, thresholds, kinds, args.attribute_vocabulary)
 
 
-def export_catalog(catalog: Any, out: Path, classes: list[str] | None = None, draw: bool = True) -> dict:
-    """Write subsets.json, distances.json and graphs/<class>.json|png; return a summary.
+def export_catalog(
+    catalog: Any, out: Path, classes: list[str] | None = None, draw: bool = False, protocol: str = "official"
+) -> dict:
+    """Write subsets.json, distances.json and graphs/<class>.json[|png]; return a summary.
 
-    One class is in memory at a time: both JSON files are written class by class."""
+    distances.json holds, per class, the distance matrix of the protocol: between merged
+    communities (official) or between subsets (subsets). One class is in memory at a
+    time: both JSON files are written class by class."""
     from pipeline.sources.base import safe_key
+    from stages.metashift.distances import community_graph
     from stages.metashift.metagraph import draw_meta_graph
 
     classes = catalog.classes() if classes is None else classes
@@ -112,32 +138,51 @@ def export_catalog(catalog: Any, out: Path, classes: list[str] | None = None, dr
     settings = {
         "thresholds": catalog.thresholds.model_dump(),
         "contexts": list(catalog.kinds),
+        "attribute_vocabulary": catalog.attribute_vocabulary,
+        "protocol": protocol,
         "images": len(ids),
     }
     counts = {}
+    quoted = np.array([json.dumps(i) for i in ids], dtype=object)  # every image id encoded once
     out.mkdir(parents=True, exist_ok=True)
+    (out / "graphs").mkdir(exist_ok=True)
     with (
         _JsonMapWriter(out / "subsets.json", settings, "classes") as subsets,
         _JsonMapWriter(out / "distances.json") as distances,
     ):
         for cls in classes:
             kept = catalog.subsets(cls)
-            subsets.add(
-                cls,
-                {ctx: {"size": len(im), "images": [ids[i] for i in im.tolist()]} for ctx, im in kept.items()},
-            )
+            subsets.add_json(cls, _subsets_json(kept, quoted))
             graph = catalog.meta_graph(cls)
+            doc = graph.to_json(embedding=protocol == "subsets")
+            if protocol == "official":
+                merged = community_graph(catalog, cls)
+                doc["meta_graph"] = merged.to_json()
+                distances.add(cls, {"communities": merged.names, "matrix": _rounded(merged.distances())})
+            else:
+                distances.add(cls, {"contexts": graph.contexts, "matrix": _rounded(graph.distances())})
             name = safe_key(cls)
-            (out / "graphs").mkdir(exist_ok=True)
-            (out / "graphs" / f"{name}.json").write_text(json.dumps(graph.to_json(), indent=1) + "\n")
+            (out / "graphs" / f"{name}.json").write_text(json.dumps(doc) + "\n")
             if draw:
                 draw_meta_graph(graph, out / "graphs" / f"{name}.png")
-            matrix = np.round(graph.distances(), 6).astype(object)
-            matrix[np.isnan(graph.distances())] = None
-            distances.add(cls, {"contexts": graph.contexts, "matrix": matrix.tolist()})
             counts[cls] = len(kept)
             catalog.forget(cls)
     return {**settings, "classes": counts}
+
+
+def _subsets_json(kept: dict[str, np.ndarray], quoted: np.ndarray) -> str:
+    """{"<context>": {"size": n, "images": [ids]}, ...} from pre-encoded image ids."""
+    entries = (
+        f'{json.dumps(ctx)}: {{"size": {len(im)}, "images": [{", ".join(quoted[im])}]}}' for ctx, im in kept.items()
+    )
+    return "{" + ", ".join(entries) + "}"
+
+
+def _rounded(matrix: np.ndarray) -> list:
+    """Rounded to 6 decimals, NaN as null."""
+    values = np.round(matrix, 6).astype(object)
+    values[np.isnan(matrix)] = None
+    return values.tolist()
 
 
 class _JsonMapWriter:
@@ -152,7 +197,11 @@ class _JsonMapWriter:
         self.handle.write("{")
 
     def add(self, key: str, value: Any) -> None:
-        self.handle.write(("\n" if self.first else ",\n") + f"{json.dumps(key)}: {json.dumps(value)}")
+        self.add_json(key, json.dumps(value))
+
+    def add_json(self, key: str, text: str) -> None:
+        """An entry whose value is already JSON text."""
+        self.handle.write(("\n" if self.first else ",\n") + f"{json.dumps(key)}: {text}")
         self.first = False
 
     def __enter__(self) -> _JsonMapWriter:
@@ -169,7 +218,7 @@ def cmd_subsets(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:
-        summary = export_catalog(catalog, Path(args.out), classes, draw=not args.no_png)
+        summary = export_catalog(catalog, Path(args.out), classes, draw=args.png, protocol=args.protocol)
     except MetaShiftError as exc:
         raise UsageError(str(exc)) from None
     print(
@@ -181,17 +230,29 @@ def cmd_subsets(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from stages.metashift.distances import sweep_mixes
     from stages.metashift.scene_graphs import MetaShiftError
-    from stages.metashift.splits import sweep_mixes
 
+    for flag, value in (("--mix-size", args.mix_size), ("--count", args.count)):
+        if value < 1:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
     catalog = _catalog(args)
     try:
         catalog.subset(args.cls, args.test)
-        mixes = sweep_mixes(catalog.meta_graph(args.cls), args.test, args.mix_size, args.count)
+        mixes = sweep_mixes(_sweep_graph(catalog, args), args.test, args.mix_size, args.count)
     except MetaShiftError as exc:
         raise UsageError(str(exc)) from None
-    print(json.dumps({"class": args.cls, "test": args.test, "mixes": mixes}, indent=1))
+    result = {"class": args.cls, "test": args.test, "protocol": args.protocol, "mixes": mixes}
+    print(json.dumps(result, indent=1, allow_nan=False))
     return 0
+
+
+def _sweep_graph(catalog: Any, args: argparse.Namespace) -> Any:
+    if args.protocol == "subsets":
+        return catalog.meta_graph(args.cls)
+    from stages.metashift.distances import community_graph
+
+    return community_graph(catalog, args.cls)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

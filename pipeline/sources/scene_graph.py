@@ -31,7 +31,7 @@ from pipeline.imagefile import MAX_PIXELS, decode_image
 from pipeline.sources.base import ContainedFiles, Loaded, Source, SourceItem, SourceSpec, safe_key
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.metashift.splits import SplitRequest, SplitResult
-from stages.metashift.subsets import ContextKind, Thresholds
+from stages.metashift.subsets import AttributeVocabulary, ContextKind, Thresholds
 
 # sha256 of no bytes: the hash of an image that could not be read while indexing
 
@@ -51,6 +51,10 @@ class SceneGraphSpec(SourceSpec):
         min_length=1,
         description="context kinds: object (co-occurring objects) and/or "
         "attribute (attributes of the class object, named attr:<attribute>)",
+    )
+    attribute_vocabulary: AttributeVocabulary = Field(
+        default="official",
+        description="official: attribute contexts only from the official MetaShift attribute ontology; any: all",
     )
     thresholds: Thresholds = Thresholds()
     split: SplitRequest
@@ -107,8 +111,9 @@ def compute_split(spec: SceneGraphSpec) -> SplitResult:
     if not Path(spec.images).expanduser().is_dir():
         raise ManifestError(f"source.images: {spec.images} is not a folder")
     try:
-        index = ContextIndex.from_records(read_records(Path(spec.scene_graphs).expanduser()))
-        catalog = SubsetCatalog(index, spec.thresholds, spec.contexts)
+        records = read_records(Path(spec.scene_graphs).expanduser())
+        index = ContextIndex.from_records(records, "attribute" in spec.contexts)
+        catalog = SubsetCatalog(index, spec.thresholds, spec.contexts, spec.attribute_vocabulary)
         return make_split(catalog, spec.split)
     except MetaShiftError as exc:
         raise ManifestError(f"source (scene_graph): {exc}") from None

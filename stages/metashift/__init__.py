@@ -2,11 +2,16 @@
 
 This family selects and splits real images rather than altering pixels:
 - `scene_graphs` streams GQA / Visual Genome scene graphs and plain tables;
-- `subsets` builds `class(context)` subsets under the size thresholds;
-- `metagraph` links subsets by overlap, finds communities and measures
-  distances in a spectral embedding;
-- `splits` turns a request into disjoint train/test images plus a report of
-  the distance d of every train/test pair.
+- `subsets` builds `class(context)` subsets under the size thresholds
+  (attribute contexts from the official attribute ontology, `ontology`);
+- `metagraph` links subsets by overlap and finds their communities;
+- `official` reproduces the official code's networkx computations
+  (unweighted greedy modularity, `spectral_layout`);
+- `communities` merges communities into the meta-graph the official protocol
+  measures d on; `distances` reports d under either protocol;
+- `splits` (domain generalisation) and `subpopulation` turn a request into
+  disjoint train/test images plus a report of the distance d of every
+  train/test pair.
 
 The `metashift` stage below is the identity on pixels. A `scene_graph`
 source tags each image with `meta.split`; the stage has one variant per

@@ -2,10 +2,9 @@
 
 - Edge weight between subsets A and B: the overlap coefficient
   |A ∩ B| / min(|A|, |B|), set to 0 below `EDGE_CUT` (0.2); no self-loops.
-- Communities: greedy agglomerative modularity maximisation (start from
-  singletons, repeatedly merge the pair of communities with the largest
-  modularity gain ΔQ = 2 (e_ab − a_a a_b), stop when no gain is positive;
-  ties go to the lowest community indices, so the result is deterministic).
+- Communities: the official ones — unweighted greedy modularity as in
+  `networkx.greedy_modularity_communities(G)` (see `official.py`), with the
+  nodes in the order of their subset names `cls(context)`.
 - Spectral embedding (dimension k = `EMBED_DIM` = 5), Laplacian eigenmaps:
   with degrees d_i = Σ_j W_ij, the non-isolated nodes (d_i > 0) are embedded
   by the generalised eigenproblem (D − W) v = λ D v. The trivial solution
@@ -21,6 +20,9 @@
   and neither are distances; the JSON keeps the eigenvalues so this is visible.
 - Distance of a training mix A + B (+ …) to a test subset T: the mean of the
   member distances, d = ½(‖e_A − e_T‖ + ‖e_B − e_T‖) for two.
+
+This per-subset embedding is the `subsets` protocol. The official protocol
+measures d on the meta-graph of merged communities instead (`communities.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import numpy as np
 from scipy import sparse
 from scipy.linalg import eigh
 
+from stages.metashift.official import greedy_modularity_communities
+
 EDGE_CUT = 0.2
 EMBED_DIM = 5
 
@@ -40,12 +44,26 @@ EMBED_DIM = 5
 @dataclass
 class MetaGraph:
     cls: str
-    contexts: list[str]  # node order (sorted context names)
+    contexts: list[str]  # node order (sorted by subset name cls(context))
     sizes: np.ndarray  # images per subset
     weights: np.ndarray  # n x n overlap coefficients after the cut, zero diagonal
     communities: list[list[int]]  # node indices, largest community first
-    embedding: np.ndarray  # n x EMBED_DIM, NaN rows for isolated nodes
-    eigenvalues: np.ndarray  # of the embedding columns
+    dim: int = EMBED_DIM
+    _spectrum: tuple[np.ndarray, np.ndarray] | None = None  # computed on first use
+
+    def _spectral(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._spectrum is None:
+            self._spectrum = spectral_embedding(self.weights, self.dim)
+        return self._spectrum
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """n x dim eigenmap coordinates, NaN rows for isolated nodes."""
+        return self._spectral()[0]
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return self._spectral()[1]
 
     def position(self, context: str) -> int:
         try:
@@ -72,32 +90,31 @@ class MetaGraph:
                 labels[node] = c
         return labels
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, embedding: bool = True) -> dict[str, Any]:
+        """Nodes, edges and communities; with `embedding`, the per-subset eigenmap coordinates."""
         labels = self.community_of()
         nodes = [
-            {
-                "context": ctx,
-                "subset": f"{self.cls}({ctx})",
-                "size": int(self.sizes[i]),
-                "community": labels[i],
-                "embedding": _nullable(self.embedding[i]),
-            }
+            {"context": ctx, "subset": f"{self.cls}({ctx})", "size": int(self.sizes[i]), "community": labels[i]}
             for i, ctx in enumerate(self.contexts)
         ]
+        if embedding:
+            for i, node in enumerate(nodes):
+                node["embedding"] = _nullable(self.embedding[i])
         rows, cols = np.nonzero(np.triu(self.weights))
         edges = [
             {"source": self.contexts[i], "target": self.contexts[j], "weight": float(self.weights[i, j])}
             for i, j in zip(rows, cols)
         ]
-        return {
+        out = {
             "class": self.cls,
             "edge_cut": EDGE_CUT,
-            "embedding_dim": EMBED_DIM,
-            "eigenvalues": [float(v) for v in self.eigenvalues],
             "nodes": nodes,
             "edges": edges,
             "communities": [[self.contexts[i] for i in members] for members in self.communities],
         }
+        if embedding:
+            out.update(embedding_dim=self.dim, eigenvalues=[float(v) for v in self.eigenvalues])
+        return out
 
 
 def _nullable(values: np.ndarray) -> list[float | None]:
@@ -123,44 +140,24 @@ def overlap_coefficients(subsets: list[np.ndarray]) -> np.ndarray:
 def build_meta_graph(
     cls: str, subsets: dict[str, np.ndarray], edge_cut: float = EDGE_CUT, dim: int = EMBED_DIM
 ) -> MetaGraph:
-    contexts = sorted(subsets)
-    weights = overlap_coefficients([subsets[c] for c in contexts])
-    weights[weights < edge_cut] = 0.0
-    np.fill_diagonal(weights, 0.0)
-    embedding, eigenvalues = spectral_embedding(weights, dim)
+    contexts = sorted(subsets, key=lambda c: f"{cls}({c})")
+    weights = cut_weights(overlap_coefficients([subsets[c] for c in contexts]), edge_cut)
     return MetaGraph(
         cls=cls,
         contexts=contexts,
         sizes=np.array([len(subsets[c]) for c in contexts]),
         weights=weights,
-        communities=greedy_modularity(weights),
-        embedding=embedding,
-        eigenvalues=eigenvalues,
+        communities=greedy_modularity_communities(weights),
+        dim=dim,
     )
 
 
-def greedy_modularity(weights: np.ndarray) -> list[list[int]]:
-    """Communities of a weighted undirected graph by greedy modularity merging (see module doc)."""
-    n = len(weights)
-    members = [[i] for i in range(n)]
-    total = weights.sum()
-    if total <= 0:
-        return members
-    between = weights / total  # e_ab: fraction of edge weight between communities a and b
-    blocked = ~np.triu(np.ones((n, n), bool), 1)  # each pair once as (a < b); merged-away rows join it
-    while True:
-        share = between.sum(axis=1)  # a_a: fraction of edge ends in a
-        gain = 2 * (between - np.outer(share, share))
-        gain[blocked] = -np.inf
-        a, b = np.unravel_index(np.argmax(gain), gain.shape)
-        if gain[a, b] <= 1e-12:
-            break
-        between[a] += between[b]
-        between[:, a] += between[:, b]
-        between[b], between[:, b] = 0.0, 0.0
-        blocked[b], blocked[:, b] = True, True
-        members[a], members[b] = members[a] + members[b], []
-    return sorted((sorted(m) for m in members if m), key=lambda m: (-len(m), m[0]))
+def cut_weights(weights: np.ndarray, edge_cut: float = EDGE_CUT) -> np.ndarray:
+    """Overlap coefficients below the cut become 0 (no edge); no self-loops."""
+    weights = weights.copy()
+    weights[weights < edge_cut] = 0.0
+    np.fill_diagonal(weights, 0.0)
+    return weights
 
 
 def spectral_embedding(weights: np.ndarray, dim: int = EMBED_DIM) -> tuple[np.ndarray, np.ndarray]:

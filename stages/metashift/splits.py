@@ -5,25 +5,25 @@
     requested classes are dropped everywhere (their label is ambiguous); the
     training set is the union of the training subsets minus every test image.
 (b) `subpopulation_split` — per class a majority and a minority group of
-    contexts. From each group `test_per_group` images go to a balanced test
-    set; training takes every remaining majority image and exactly
-    `minority_count` remaining minority images, drawn with a fixed seed.
-    Images in both groups of a class are dropped.
-(c) `sweep_mixes` — for one test subset, training mixes of `mix_size`
-    contexts at evenly spaced ranks of their distance d to the test subset.
+    contexts (`subpopulation.py`): the official protocol keeps every class at
+    `train_per_class` training images, of which `minority_count` come from
+    the minority group, and tests on `test_per_group` images per group.
+
+A context may name a community listed in `communities` (as the official
+scripts do: `dog(cabinet)` = {floor, clothes, towel, door, rug, cabinet});
+its images are then the union of the members. `protocol` chooses how d is
+measured (`distances.py`).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stages.metashift.metagraph import EMBED_DIM, MetaGraph
+from stages.metashift.distances import DEFINITIONS, Protocol, community_graph, distance_report
 from stages.metashift.scene_graphs import MetaShiftError
 from stages.metashift.subsets import SubsetCatalog, subset_name
 
@@ -34,11 +34,29 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     classes: list[str] = Field(min_length=2, description="class names; label = position in this list")
+    protocol: Protocol = Field(
+        default="official",
+        description="official: d on the merged-community meta-graph and the official subpopulation "
+        "sampling; subsets: d on the per-subset graph and the plain subpopulation draw",
+    )
+    communities: dict[str, dict[str, Annotated[list[str], Field(min_length=1)]]] = Field(
+        default_factory=dict,
+        description="class -> community name -> member contexts; a context naming a community "
+        "stands for all its members, and these communities are the nodes d is measured on",
+    )
+
+    def contexts(self, cls: str, names: list[str]) -> list[str]:
+        """Names with listed communities expanded to their members, in order, without repeats."""
+        listed = self.communities.get(cls, {})
+        return list(dict.fromkeys(c for n in names for c in listed.get(n, [n])))
 
     def _check_groups(self, first: str, second: str) -> None:
         """Both context maps name exactly the classes, and no class uses a context in both."""
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes {self.classes} repeat a name")
+        if set(self.communities) - set(self.classes):
+            raise ValueError(f"communities name classes {sorted(set(self.communities) - set(self.classes))} "
+                             f"that are not among {self.classes}")
         for group in (first, second):
             keys = set(getattr(self, group))
             if keys != set(self.classes):
@@ -46,7 +64,9 @@ class _Request(BaseModel):
                     f"{group} must give contexts for exactly the classes {self.classes}; got {sorted(keys)}"
                 )
         for cls in self.classes:
-            shared = set(getattr(self, first)[cls]) & set(getattr(self, second)[cls])
+            shared = set(self.contexts(cls, getattr(self, first)[cls])) & set(
+                self.contexts(cls, getattr(self, second)[cls])
+            )
             if shared:
                 raise ValueError(
                     f"class {cls!r}: contexts {sorted(shared)} are in both {first} and {second}; "
@@ -70,12 +90,23 @@ class SubpopulationSplit(_Request):
     majority: Contexts = Field(description="class -> majority contexts, e.g. {cat: [sofa, bed]}")
     minority: Contexts = Field(description="class -> minority contexts, e.g. {cat: [bench, bike]}")
     minority_count: int = Field(ge=0, description="minority images per class in the training set")
-    test_per_group: int = Field(default=25, ge=1, description="test images per class and group")
-    seed: int = Field(default=0, ge=0, description="seed of the image draws")
+    test_per_group: int = Field(default=144, ge=1, description="test images per class and group")
+    train_per_class: int = Field(
+        default=850, ge=1, description="official: training images per class (majority fills up the rest)"
+    )
+    minority_pool: int = Field(
+        default=150, ge=0, description="official: minority images per class set aside for training"
+    )
+    seed: int = Field(default=42, ge=0, description="seed of the image draws")
 
     @model_validator(mode="after")
     def _disjoint(self) -> SubpopulationSplit:
         self._check_groups("majority", "minority")
+        if self.protocol == "official" and self.minority_count > min(self.minority_pool, self.train_per_class):
+            raise ValueError(
+                f"minority_count {self.minority_count} exceeds minority_pool {self.minority_pool} "
+                f"or train_per_class {self.train_per_class}"
+            )
         return self
 
 
@@ -114,6 +145,8 @@ class SplitResult:
 
 
 def make_split(catalog: SubsetCatalog, request: DomainSplit | SubpopulationSplit) -> SplitResult:
+    from stages.metashift.subpopulation import subpopulation_split
+
     if isinstance(request, DomainSplit):
         return domain_split(catalog, request)
     return subpopulation_split(catalog, request)
@@ -123,9 +156,11 @@ def make_split(catalog: SubsetCatalog, request: DomainSplit | SubpopulationSplit
 
 
 def domain_split(catalog: SubsetCatalog, request: DomainSplit) -> SplitResult:
-    test_pools = {c: _union(catalog, c, request.test[c]) for c in request.classes}
-    train_pools = {c: _union(catalog, c, request.train[c]) for c in request.classes}
-    ambiguous = _in_several_classes(catalog, request.classes)
+    train_ctx = {c: request.contexts(c, request.train[c]) for c in request.classes}
+    test_ctx = {c: request.contexts(c, request.test[c]) for c in request.classes}
+    test_pools = {c: union(catalog, c, test_ctx[c]) for c in request.classes}
+    train_pools = {c: union(catalog, c, train_ctx[c]) for c in request.classes}
+    ambiguous = in_several_classes(catalog, request.classes)
     test = {c: np.setdiff1d(test_pools[c], ambiguous) for c in request.classes}
     all_test = np.unique(np.concatenate(list(test.values())))
     train = {c: np.setdiff1d(train_pools[c], np.union1d(ambiguous, all_test)) for c in request.classes}
@@ -134,8 +169,8 @@ def domain_split(catalog: SubsetCatalog, request: DomainSplit) -> SplitResult:
 
     assignments = []
     for label, cls in enumerate(request.classes):
-        assignments += _assign(catalog, cls, label, "train", train[cls], request.train[cls])
-        assignments += _assign(catalog, cls, label, "test", test[cls], request.test[cls])
+        assignments += assign(catalog, cls, label, "train", train[cls], train_ctx[cls])
+        assignments += assign(catalog, cls, label, "test", test[cls], test_ctx[cls])
     report = {
         "mode": "domain",
         "classes": {},
@@ -147,50 +182,29 @@ def domain_split(catalog: SubsetCatalog, request: DomainSplit) -> SplitResult:
     for cls in request.classes:
         report["classes"][cls] = {
             "counts": {"train": int(len(train[cls])), "test": int(len(test[cls]))},
-            **distance_report(catalog.meta_graph(cls), request.train[cls], request.test[cls]),
+            **request_distances(catalog, request, cls, request.train[cls], request.test[cls], ambiguous),
         }
-    return SplitResult(_sorted(assignments), _with_definitions(report, catalog))
+    return SplitResult(sorted_assignments(assignments), with_definitions(report, catalog, request))
 
 
-# -- (b) subpopulation shift -------------------------------------------------
-
-
-def subpopulation_split(catalog: SubsetCatalog, request: SubpopulationSplit) -> SplitResult:
-    rng = np.random.default_rng(request.seed)
-    ambiguous = _in_several_classes(catalog, request.classes)
-    assignments, report = [], {"mode": "subpopulation", "seed": request.seed, "classes": {}}
-    for label, cls in enumerate(request.classes):
-        majority = _union(catalog, cls, request.majority[cls])
-        minority = _union(catalog, cls, request.minority[cls])
-        both = np.union1d(ambiguous, np.intersect1d(majority, minority))
-        dropped = _overlap(both, majority, minority)
-        majority, minority = np.setdiff1d(majority, both), np.setdiff1d(minority, both)
-        test_major = _draw(rng, majority, request.test_per_group, f"{cls} majority test (test_per_group)")
-        test_minor = _draw(rng, minority, request.test_per_group, f"{cls} minority test (test_per_group)")
-        train_major = np.setdiff1d(majority, test_major)
-        train_minor = _draw(
-            rng,
-            np.setdiff1d(minority, test_minor),
-            request.minority_count,
-            f"{cls} minority train (minority_count)",
+def request_distances(
+    catalog: SubsetCatalog,
+    request: DomainSplit | SubpopulationSplit,
+    cls: str,
+    train: list[str],
+    test: list[str],
+    ambiguous: np.ndarray,
+) -> dict[str, Any]:
+    """The distance report of one class under the request's protocol."""
+    if request.protocol == "subsets":
+        return distance_report(
+            catalog.meta_graph(cls), request.contexts(cls, train), request.contexts(cls, test)
         )
-        for split, images, group in (
-            ("train", train_major, "majority"),
-            ("train", train_minor, "minority"),
-            ("test", test_major, "majority"),
-            ("test", test_minor, "minority"),
-        ):
-            contexts = getattr(request, group)[cls]
-            assignments += _assign(catalog, cls, label, split, images, contexts, group)
-        report["classes"][cls] = {
-            "counts": {
-                "train": {"majority": int(len(train_major)), "minority": int(len(train_minor))},
-                "test": {"majority": int(len(test_major)), "minority": int(len(test_minor))},
-            },
-            "dropped_in_both_groups_or_classes": dropped,
-            **distance_report(catalog.meta_graph(cls), request.majority[cls], request.minority[cls]),
-        }
-    return SplitResult(_sorted(assignments), _with_definitions(report, catalog))
+    graph = community_graph(catalog, cls, request.classes, request.communities.get(cls), ambiguous)
+    return distance_report(graph, train, test)
+
+
+# -- shared steps ----------------------------------------------------------------
 
 
 def _overlap(images: np.ndarray, *pools: np.ndarray) -> int:
@@ -198,82 +212,24 @@ def _overlap(images: np.ndarray, *pools: np.ndarray) -> int:
     return int(len(np.intersect1d(images, np.concatenate(pools))))
 
 
-def _draw(rng: np.random.Generator, pool: np.ndarray, count: int, what: str) -> np.ndarray:
-    if count > len(pool):
-        raise MetaShiftError(f"{what}: asks for {count} images but only {len(pool)} are available")
-    return np.sort(rng.choice(pool, size=count, replace=False))
-
-
-# -- (c) sweep -----------------------------------------------------------------
-
-
-def sweep_mixes(
-    graph: MetaGraph, test_context: str, mix_size: int = 2, count: int = 4, max_mixes: int = 2_000_000
-) -> list[dict[str, Any]]:
-    """`count` training mixes of `mix_size` contexts (never the test context, never an
-    isolated subset) whose d to the test subset rises from the smallest to the largest."""
-    graph.position(test_context)
-    to_test = graph.distances()[graph.position(test_context)]
-    usable = [i for i, ctx in enumerate(graph.contexts) if ctx != test_context and not np.isnan(to_test[i])]
-    if np.isnan(to_test[graph.position(test_context)]) or len(usable) < mix_size:
-        raise MetaShiftError(
-            f"{subset_name(graph.cls, test_context)}: need {mix_size} connected subsets "
-            f"besides an embedded test subset; {len(usable)} available"
-        )
-    n_mixes = math.comb(len(usable), mix_size)
-    if n_mixes > max_mixes:
-        raise MetaShiftError(f"{n_mixes} mixes of {mix_size} out of {len(usable)} subsets; lower mix_size")
-    mixes = np.array(list(itertools.combinations(usable, mix_size)), dtype=np.int64)
-    d = to_test[mixes].mean(axis=1)
-    order = np.argsort(d, kind="stable")
-    picks = np.unique(np.round(np.linspace(0, len(order) - 1, min(count, len(order)))).astype(int))
-    return [
-        {"train": [graph.contexts[i] for i in mixes[order[p]]], "test": test_context, "d": float(d[order[p]])}
-        for p in picks
-    ]
-
-
-# -- shared steps ----------------------------------------------------------------
-
-
-def distance_report(graph: MetaGraph, train: list[str], test: list[str]) -> dict[str, Any]:
-    """Subset names, d of the whole training mix to every test subset, and every pairwise distance."""
-    return {
-        "train": [subset_name(graph.cls, c) for c in train],
-        "test": [subset_name(graph.cls, c) for c in test],
-        "d": {subset_name(graph.cls, t): _finite(graph.mix_distance(train, t)) for t in test},
-        "pairs": [
-            {
-                "train": subset_name(graph.cls, a),
-                "test": subset_name(graph.cls, t),
-                "distance": _finite(graph.distance(a, t)),
-            }
-            for t in test
-            for a in train
-        ],
-    }
-
-
-def _finite(value: float) -> float | None:
-    return None if np.isnan(value) else round(value, 6)
-
-
-def _with_definitions(report: dict[str, Any], catalog: SubsetCatalog) -> dict[str, Any]:
+def with_definitions(
+    report: dict[str, Any], catalog: SubsetCatalog, request: DomainSplit | SubpopulationSplit
+) -> dict[str, Any]:
     return {
         **report,
+        "protocol": request.protocol,
         "thresholds": catalog.thresholds.model_dump(),
         "contexts": list(catalog.kinds),
-        "distance": f"Laplacian-eigenmap embedding (dim {EMBED_DIM}) of the per-class meta-graph; "
-        "d(mix, T) = mean Euclidean distance of the mix's subsets to T; null where a "
-        "subset has no overlap edge",
+        "attribute_vocabulary": catalog.attribute_vocabulary,
+        "distance": DEFINITIONS[request.protocol],
     }
 
 
-def _union(catalog: SubsetCatalog, cls: str, contexts: list[str]) -> np.ndarray:
+def union(catalog: SubsetCatalog, cls: str, contexts: list[str]) -> np.ndarray:
     return np.unique(np.concatenate([catalog.subset(cls, ctx) for ctx in contexts]))
 
 
-def _in_several_classes(catalog: SubsetCatalog, classes: list[str]) -> np.ndarray:
+def in_several_classes(catalog: SubsetCatalog, classes: list[str]) -> np.ndarray:
     counts = np.bincount(
         np.concatenate([catalog.index.images_with(c) for c in classes]),
         minlength=len(catalog.index.image_ids),
@@ -290,7 +246,7 @@ def _require_nonempty(sets: dict[str, np.ndarray], split: str) -> None:
             )
 
 
-def _assign(
+def assign(
     catalog: SubsetCatalog,
     cls: str,
     label: int,
@@ -319,5 +275,5 @@ def _contains(sorted_images: np.ndarray, image: int) -> bool:
     return bool(pos < len(sorted_images) and sorted_images[pos] == image)
 
 
-def _sorted(assignments: list[Assignment]) -> list[Assignment]:
+def sorted_assignments(assignments: list[Assignment]) -> list[Assignment]:
     return sorted(assignments, key=lambda a: (a.split != "train", a.label, a.image_id))

@@ -24,10 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
 from stages.metashift.metagraph import MetaGraph, build_meta_graph
+from stages.metashift.ontology import OFFICIAL_ATTRIBUTES
 from stages.metashift.scene_graphs import MetaShiftError, SceneRecord
 
 ATTRIBUTE_PREFIX = "attr:"
 ContextKind = Literal["object", "attribute"]
+AttributeVocabulary = Literal["official", "any"]
 
 
 class Thresholds(BaseModel):
@@ -60,25 +62,39 @@ class ContextIndex:
         self.names = sorted(objects)
         self._name_pos = {name: i for i, name in enumerate(self.names)}
         self._matrix: sparse.csr_matrix | None = None
+        self._cooc: sparse.csr_matrix | None = None
 
     @classmethod
-    def from_records(cls, records: Iterable[SceneRecord]) -> ContextIndex:
+    def from_records(cls, records: Iterable[SceneRecord], with_attributes: bool = True) -> ContextIndex:
+        """The index of a record stream; `with_attributes=False` skips the attribute
+        index (object contexts only), which halves the work on attribute-rich metadata."""
         image_ids: list[str] = []
         seen: set[str] = set()
         object_codes: dict[str, int] = {}
         attribute_codes: dict[tuple[str, str], int] = {}
         obj_pairs, attr_pairs = (array("q"), array("q")), (array("q"), array("q"))
-        for record in records:
+        add_object, add_object_image = obj_pairs[0].append, obj_pairs[1].append
+        add_attribute, add_attribute_image = attr_pairs[0].append, attr_pairs[1].append
+        for position, record in enumerate(records):  # the hot loop: no calls beyond appends and lookups
             if record.image_id in seen:
                 raise MetaShiftError(f"image id {record.image_id!r} appears twice in the metadata")
             seen.add(record.image_id)
-            position = len(image_ids)
             image_ids.append(record.image_id)
             for obj in record.objects:
-                _append(obj_pairs, object_codes.setdefault(obj.name, len(object_codes)), position)
+                code = object_codes.get(obj.name)
+                if code is None:
+                    code = object_codes[obj.name] = len(object_codes)
+                add_object(code)
+                add_object_image(position)
+                if not with_attributes:
+                    continue
                 for attribute in obj.attributes:
-                    code = attribute_codes.setdefault((obj.name, attribute), len(attribute_codes))
-                    _append(attr_pairs, code, position)
+                    key = (obj.name, attribute)
+                    code = attribute_codes.get(key)
+                    if code is None:
+                        code = attribute_codes[key] = len(attribute_codes)
+                    add_attribute(code)
+                    add_attribute_image(position)
         objects = dict(zip(object_codes, _group_positions(obj_pairs, len(object_codes))))
         attributes: dict[str, dict[str, np.ndarray]] = {}
         for (name, attribute), positions in zip(
@@ -98,18 +114,51 @@ class ContextIndex:
             return np.zeros(0, np.int64)
         return np.intersect1d(self.images_with(cls), self.images_with(context), assume_unique=True)
 
-    def context_sizes(self, cls: str, kinds: Iterable[ContextKind]) -> dict[str, int]:
-        """Size of every non-empty `cls(context)` subset, by context."""
+    def context_sizes(
+        self,
+        cls: str,
+        kinds: Iterable[ContextKind],
+        attributes: frozenset[str] | None = None,
+        min_size: int = 1,
+    ) -> dict[str, int]:
+        """Size of every `cls(context)` subset with at least `min_size` images, by context
+        (attribute contexts only from `attributes` when given)."""
         sizes: dict[str, int] = {}
         if "object" in kinds and cls in self._name_pos:
-            counts = self._occurrence_matrix() @ self._indicator(self.images_with(cls))
-            for pos in np.flatnonzero(counts):
-                if self.names[pos] != cls:
-                    sizes[self.names[pos]] = int(counts[pos])
+            cooc, row = self._cooccurrence(), self._name_pos[cls]
+            cols, counts = (x[cooc.indptr[row] : cooc.indptr[row + 1]] for x in (cooc.indices, cooc.data))
+            keep = (counts >= min_size) & (cols != row)
+            sizes = dict(zip([self.names[c] for c in cols[keep].tolist()], counts[keep].tolist()))
         if "attribute" in kinds:
             for attribute, positions in self.attributes.get(cls, {}).items():
-                sizes[ATTRIBUTE_PREFIX + attribute] = len(positions)
+                if (attributes is None or attribute in attributes) and len(positions) >= min_size:
+                    sizes[ATTRIBUTE_PREFIX + attribute] = len(positions)
         return dict(sorted(sizes.items()))
+
+    def contexts_at_least(self, size: int) -> np.ndarray:
+        """Per name, how many other objects share at least `size` images with it."""
+        cooc = self._cooccurrence()
+        rows = np.repeat(np.arange(cooc.shape[0]), np.diff(cooc.indptr))
+        hits = (cooc.data >= size) & (cooc.indices != rows)
+        return np.bincount(rows[hits], minlength=cooc.shape[0])
+
+    def object_contexts(self, cls: str, contexts: list[str]) -> dict[str, np.ndarray]:
+        """Images of `cls(context)` for object contexts of `cls`, by one sparse slice."""
+        if not contexts:
+            return {}
+        images = self.images_with(cls)
+        rows = [self._name_pos[c] for c in contexts]
+        block = self._occurrence_matrix()[rows][:, images].tocsr()
+        block.sort_indices()
+        return {c: images[block.indices[block.indptr[k] : block.indptr[k + 1]]] for k, c in enumerate(contexts)}
+
+    def _cooccurrence(self) -> sparse.csr_matrix:
+        """names x names: images holding both objects."""
+        if self._cooc is None:
+            matrix = self._occurrence_matrix()
+            self._cooc = (matrix @ matrix.T).tocsr()
+            self._cooc.sort_indices()
+        return self._cooc
 
     def _occurrence_matrix(self) -> sparse.csr_matrix:
         """names x images, 1 where the image holds the object."""
@@ -124,22 +173,13 @@ class ContextIndex:
             )
         return self._matrix
 
-    def _indicator(self, positions: np.ndarray) -> np.ndarray:
-        vector = np.zeros(len(self.image_ids), np.int64)
-        vector[positions] = 1
-        return vector
-
-
-def _append(pairs: tuple[array, array], code: int, position: int) -> None:
-    pairs[0].append(code)
-    pairs[1].append(position)
-
 
 def _group_positions(pairs: tuple[array, array], n_codes: int) -> list[np.ndarray]:
-    """Per code, the sorted unique image positions."""
+    """Per code, the sorted unique image positions (pairs arrive in ascending position,
+    so a stable sort by code keeps each code's positions sorted)."""
     codes = np.frombuffer(pairs[0], dtype=np.int64)
     positions = np.frombuffer(pairs[1], dtype=np.int64)
-    order = np.lexsort((positions, codes))
+    order = np.argsort(codes, kind="stable")
     codes, positions = codes[order], positions[order]
     keep = np.ones(len(codes), bool)
     keep[1:] = (codes[1:] != codes[:-1]) | (positions[1:] != positions[:-1])
@@ -156,30 +196,41 @@ class SubsetCatalog:
         index: ContextIndex,
         thresholds: Thresholds | None = None,
         kinds: Iterable[ContextKind] = ("object",),
+        attribute_vocabulary: AttributeVocabulary = "official",
     ):
         self.index, self.thresholds, self.kinds = index, thresholds or Thresholds(), tuple(kinds)
+        self.attribute_vocabulary = attribute_vocabulary
+        self.vocabulary = OFFICIAL_ATTRIBUTES if attribute_vocabulary == "official" else None
         self._subsets: dict[str, dict[str, np.ndarray]] = {}
         self._graphs: dict[str, MetaGraph] = {}
 
     def candidate_subsets(self, cls: str) -> dict[str, np.ndarray]:
         """Subsets of `cls` that pass the size threshold, by context (class threshold not applied)."""
         if cls not in self._subsets:
-            sizes = self.index.context_sizes(cls, self.kinds)
+            kept = list(self.index.context_sizes(cls, self.kinds, self.vocabulary, self.thresholds.min_subset_size))
+            objects = self.index.object_contexts(cls, [c for c in kept if not c.startswith(ATTRIBUTE_PREFIX)])
             self._subsets[cls] = {
-                ctx: self.index.context_images(cls, ctx)
-                for ctx, size in sizes.items()
-                if size >= self.thresholds.min_subset_size
+                ctx: objects[ctx] if ctx in objects else self.index.context_images(cls, ctx) for ctx in kept
             }
         return self._subsets[cls]
 
     def classes(self) -> list[str]:
         """Classes with enough kept subsets, sorted (counted without materialising subsets)."""
         size, need = self.thresholds.min_subset_size, self.thresholds.min_subsets_per_class
+        kept = np.zeros(len(self.index.names), np.int64)
+        if "object" in self.kinds:
+            kept += self.index.contexts_at_least(size)
+        if "attribute" in self.kinds:
+            attributes = self.index.attributes
+            vocabulary = self.vocabulary
+            kept += [
+                sum(len(p) >= size for a, p in attributes.get(n, {}).items() if vocabulary is None or a in vocabulary)
+                for n in self.index.names
+            ]
         return [
             name
-            for name in self.index.names
-            if len(self.index.images_with(name)) >= size
-            and sum(n >= size for n in self.index.context_sizes(name, self.kinds).values()) >= need
+            for name, n in zip(self.index.names, kept.tolist())
+            if n >= need and len(self.index.images_with(name)) >= size
         ]
 
     def forget(self, cls: str) -> None:
@@ -200,6 +251,17 @@ class SubsetCatalog:
         return kept
 
     def subset(self, cls: str, context: str) -> np.ndarray:
+        if context.startswith(ATTRIBUTE_PREFIX) and "attribute" not in self.kinds:
+            raise MetaShiftError(
+                f"{subset_name(cls, context)} is an attribute context, but only {'/'.join(self.kinds)} "
+                f"contexts are enabled (add attribute: --contexts object,attribute, or contexts: [object, attribute])"
+            )
+        if context.startswith(ATTRIBUTE_PREFIX) and self.vocabulary is not None:
+            if context[len(ATTRIBUTE_PREFIX) :] not in self.vocabulary:
+                raise MetaShiftError(
+                    f"{subset_name(cls, context)}: {context[len(ATTRIBUTE_PREFIX):]!r} is not in the official "
+                    f"attribute ontology (attribute_vocabulary: any / --attribute-vocabulary any allows it)"
+                )
         kept = self.subsets(cls)
         if context in kept:
             return kept[context]

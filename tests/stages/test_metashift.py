@@ -17,7 +17,9 @@ from PIL import Image
 
 from stages.base import Batch
 from stages.metashift import MetaShiftParams, MetaShiftStage
-from stages.metashift.metagraph import build_meta_graph, greedy_modularity, spectral_embedding
+from stages.metashift.distances import sweep_mixes
+from stages.metashift.metagraph import build_meta_graph, spectral_embedding
+from stages.metashift.official import greedy_modularity_communities
 from stages.metashift.scene_graphs import (
     MetaShiftError,
     SceneObject,
@@ -30,9 +32,8 @@ from stages.metashift.splits import (
     DomainSplit,
     SubpopulationSplit,
     domain_split,
-    subpopulation_split,
-    sweep_mixes,
 )
+from stages.metashift.subpopulation import subpopulation_split
 from stages.metashift.subsets import ContextIndex, SubsetCatalog, Thresholds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +81,13 @@ DOG_WEIGHTS = {
     ("cabinet", "shelf"): Fraction(4, 7),
     ("bench", "bike"): Fraction(2, 3),
 }
+
+
+# Official d of dog(sofa + bed) to dog(shelf): the merged meta-graph is {sofa, bed} -- {cabinet, shelf}
+# (overlap 15/45 = 1/3) plus the isolated {bench, bike}; the eigenvector (1, -1, 0)/sqrt(2) of
+# eigenvalue 2/3 holds the largest coordinate, so after rescaling the two communities sit at +1 and -1
+# on that axis and share the other.
+OFFICIAL_D_SHELF = 2.0
 
 
 def block_ids() -> list[tuple[str, list[str], list[str]]]:
@@ -218,6 +226,25 @@ def test_attribute_contexts(catalog):
         both.subset("cat", "attr:black")
 
 
+def test_index_without_attributes(catalog, scene_graphs):
+    plain = ContextIndex.from_records(read_records(scene_graphs), with_attributes=False)
+    assert plain.attributes == {} and plain.image_ids == catalog.index.image_ids
+    assert {k: v.tolist() for k, v in plain.objects.items()} == {
+        k: v.tolist() for k, v in catalog.index.objects.items()
+    }
+
+
+def test_attribute_vocabulary(catalog):
+    """'wooden' (every non-cat object) is not in the official ontology ('wood' is); 'orange' is."""
+    official = SubsetCatalog(catalog.index, Thresholds(), kinds=("object", "attribute"))
+    assert "attr:wooden" not in official.subsets("dog") and "attr:orange" in official.subsets("cat")
+    with pytest.raises(MetaShiftError, match="'wooden' is not in the official attribute ontology"):
+        official.subset("dog", "attr:wooden")
+    loose = SubsetCatalog(catalog.index, Thresholds(), ("object", "attribute"), attribute_vocabulary="any")
+    assert len(loose.subset("dog", "attr:wooden")) == 135  # every dog image
+    assert len(loose.subsets("dog")) == len(official.subsets("dog")) + 1
+
+
 def test_meta_graph_weights_by_hand(catalog):
     graph = catalog.meta_graph("dog")
     assert graph.contexts == sorted(DOG)
@@ -296,7 +323,7 @@ def test_spectral_embedding_matches_generalised_eigenproblem():
     for k in range(5):  # same vectors up to sign
         ref = ref_vectors[:, k + 1] * np.sign(ref_vectors[np.argmax(np.abs(ref_vectors[:, k + 1])), k + 1])
         np.testing.assert_allclose(embedding[:, k], ref, atol=1e-8)
-    assert greedy_modularity(np.zeros((3, 3))) == [[0], [1], [2]]
+    assert greedy_modularity_communities(np.zeros((3, 3))) == [[0], [1], [2]]
 
 
 def test_build_meta_graph_from_plain_sets():
@@ -316,6 +343,7 @@ def _ids(catalog, result, split, cls) -> set[str]:
 def test_domain_split_disjoint_and_by_hand(catalog):
     request = DomainSplit(
         mode="domain",
+        protocol="subsets",
         classes=["cat", "dog"],
         train={"cat": ["sofa", "pillow"], "dog": ["sofa", "bed"]},
         test={"cat": ["window"], "dog": ["shelf"]},
@@ -373,6 +401,7 @@ def test_bad_requests_fail_with_clear_errors(catalog):
 def _subpopulation(seed: int) -> SubpopulationSplit:
     return SubpopulationSplit(
         mode="subpopulation",
+        protocol="subsets",
         classes=["cat", "dog"],
         majority={"cat": ["sofa", "pillow"], "dog": ["bench", "bike"]},
         minority={"cat": ["window", "curtain"], "dog": ["sofa", "bed"]},
@@ -498,7 +527,7 @@ def test_source_index_load_and_report(scene_graphs, image_folder):
     }
     report = split_report(_source_spec(scene_graphs, image_folder))
     assert report["counts"] == {"train": 80, "test": 60}
-    assert report["classes"]["dog"]["d"]["dog(shelf)"] == pytest.approx((np.sqrt(3.25) + np.sqrt(2.75)) / 2)
+    assert report["classes"]["dog"]["d"]["dog(shelf)"] == pytest.approx(OFFICIAL_D_SHELF)
     assert source.describe()["split_report"] == report
 
 
@@ -525,6 +554,7 @@ def test_cli_subsets_end_to_end(scene_graphs, tmp_path):
             str(scene_graphs),
             "--out",
             str(out),
+            "--png",
         ],
         cwd=REPO,
         capture_output=True,
@@ -535,12 +565,22 @@ def test_cli_subsets_end_to_end(scene_graphs, tmp_path):
     assert "2 classes, 13 subsets from 350 images" in run.stderr
     subsets = json.loads((out / "subsets.json").read_text())
     assert {ctx: s["size"] for ctx, s in subsets["classes"]["dog"].items()} == DOG
+    shelf = subsets["classes"]["dog"]["shelf"]["images"]
+    assert shelf == sorted(shelf) and set(shelf) == ids_of_block(3) | ids_of_block(4) | ids_of_block(10)
     graph = json.loads((out / "graphs" / "dog.json").read_text())
     assert {
         (e["source"], e["target"]): Fraction(e["weight"]).limit_denominator(10) for e in graph["edges"]
     } == DOG_WEIGHTS
+    assert "embedding" not in graph["nodes"][0]  # official protocol: no per-subset embedding
+    merged = {n["community"]: n["members"] for n in graph["meta_graph"]["nodes"]}
+    assert merged == {
+        "dog(bench)": ["dog(bench)", "dog(bike)"],
+        "dog(shelf)": ["dog(cabinet)", "dog(shelf)"],
+        "dog(sofa)": ["dog(bed)", "dog(sofa)"],
+    }
     distances = json.loads((out / "distances.json").read_text())
-    assert distances["dog"]["matrix"][0][0] == 0.0
+    assert distances["dog"]["communities"] == ["bench", "shelf", "sofa"]
+    assert distances["dog"]["matrix"][1][2] == pytest.approx(OFFICIAL_D_SHELF)
     with Image.open(out / "graphs" / "dog.png") as png:
         assert png.size == (800, 600)
         pixels = np.asarray(png.convert("RGB"))
@@ -585,12 +625,18 @@ def test_cli_sweep_and_report_in_process(scene_graphs, image_folder, tmp_path, c
                 "shelf",
                 "--count",
                 "3",
+                "--protocol",
+                "subsets",
             ]
         )
         == 0
     )
     mixes = json.loads(capsys.readouterr().out)["mixes"]
     assert len(mixes) == 3 and mixes[0]["d"] < mixes[-1]["d"]
+    # official: communities {sofa, bed} "sofa", {cabinet, shelf} "shelf", {bench, bike} "bench"
+    assert main(["metashift", "sweep", "--scene-graphs", str(scene_graphs), "--class", "dog", "--test", "shelf"]) == 0
+    official = json.loads(capsys.readouterr().out)
+    assert official["protocol"] == "official" and [m["train"] for m in official["mixes"]] == [["bench", "sofa"]]
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump(_manifest(scene_graphs, image_folder)))
     assert main(["metashift", "report", str(manifest)]) == 0
@@ -655,4 +701,4 @@ def test_build_release_end_to_end(scene_graphs, tmp_path):
 
     provenance = json.loads((tmp_path / "release" / "provenance.json").read_text())
     report = provenance["source"]["describe"]["split_report"]
-    assert report["classes"]["dog"]["d"]["dog(shelf)"] == pytest.approx((np.sqrt(3.25) + np.sqrt(2.75)) / 2)
+    assert report["classes"]["dog"]["d"]["dog(shelf)"] == pytest.approx(OFFICIAL_D_SHELF)
