@@ -113,12 +113,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from pipeline.verify import verify_release
+    from pipeline.verify import stop_io_threads, verify_release
     from pipeline.writers.files import ReleaseStore
 
     if not ReleaseStore(args.release).isdir(""):
         raise UsageError(f"{args.release} is not a folder")
-    report = verify_release(args.release)
+    try:
+        report = verify_release(args.release)
+    finally:
+        stop_io_threads()
     for problem in report.problems:
         print(f"MISMATCH {problem}")
     print(f"{'OK' if report.ok else 'FAILED'}: {report.shards} shards, {report.samples} samples checked, "
