@@ -167,7 +167,8 @@ def test_samples_row_with_a_changed_status(release):
 def test_duplicate_row(release):
     edit_rows(release, lambda rows: rows.append(dict(rows[0])))
     found = problems(release)
-    assert f"samples.parquet: 1 duplicate (config, key) rows, e.g. {pq.read_table(release / 'samples.parquet')['key'][0]}" in found
+    first = pq.read_table(release / "samples.parquet")["key"][0]
+    assert f"samples.parquet: 1 duplicate (config, key) rows, e.g. {first}" in found
     assert "samples.parquet: 21 rows, provenance total is 20" in found
 
 
