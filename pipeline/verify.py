@@ -147,7 +147,11 @@ def _check_shard(store: ReleaseStore, shard: dict, ok_keys: set[str] | None, rep
     if not store.exists(rel):
         report.add(f"{rel}: missing")
         return
-    digest = store.sha256(rel)
+    try:
+        digest = store.sha256(rel)
+    except OSError as exc:
+        report.add(f"{rel}: unreadable ({type(exc).__name__}: {exc})")
+        return
     if digest != shard["sha256"]:
         report.add(f"{rel}: sha256 {digest[:12]}… != recorded {(shard['sha256'] or '')[:12]}…")
         return

@@ -72,3 +72,33 @@ def test_a_log_that_cannot_be_written_is_still_one_line(tmp_path, monkeypatch, c
         "build failed: OSError: [Errno 28] No space left on device (details not saved: cannot write "
         "build-error.log: OSError: [Errno 28] No space left on device)")
     assert not (tmp_path / "build-error.log").exists()
+
+
+def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_log(tmp_path, monkeypatch, capsys):
+    import pipeline.verify
+    from pipeline.cli import main
+
+    def broken(out):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(pipeline.verify, "verify_release", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "logs"))
+    (tmp_path / "logs").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert main(["verify", str(tmp_path)]) == 1
+    line = one_line(capsys.readouterr().err)
+    log = next((tmp_path / "logs").glob("shiftforge-verify-*.log"))
+    assert line == f"error: verify failed: RuntimeError: disk on fire (details: {log})"
+    assert "Traceback (most recent call last)" in log.read_text() and "second line" in log.read_text()
+
+
+def test_a_shard_that_cannot_be_read_is_a_problem_not_a_crash(tmp_path):
+    from pipeline.verify import VerifyReport, _check_shard
+    from pipeline.writers.files import ReleaseStore
+
+    (tmp_path / "data" / "c" / "test-00000.tar").mkdir(parents=True)     # a folder where a tar belongs
+    report = VerifyReport()
+    _check_shard(ReleaseStore(tmp_path), {"path": "data/c/test-00000.tar", "sha256": "x", "count": 1}, None, report)
+    assert len(report.problems) == 1 and report.problems[0].startswith("data/c/test-00000.tar: unreadable (")
