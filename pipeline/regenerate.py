@@ -76,10 +76,13 @@ def regenerate_release(manifest: str | Path | Any, out: str | Path, *, workers: 
     Raises LockHeld when another run holds the lock, ManifestError for a bad
     manifest (before anything is touched), and publish errors unchanged.
     """
-    from pipeline.build import build_release
+    from pipeline.build import build_release, check_out
+    from pipeline.engine import check_cluster_args
     from pipeline.manifest import load_manifest
 
     release = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
+    check_cluster_args(workers, scheduler)
+    check_out(out)            # bad --out: exit 2 before the lock creates anything
     out = Path(out)
     with release_lock(out, "regenerate", wait):
         before = read_revision(out)

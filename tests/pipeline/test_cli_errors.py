@@ -23,18 +23,20 @@ def one_line(stderr: str) -> str:
 
 
 @pytest.mark.parametrize("case", ["file", "under-file", "proc", "workers", "scheduler"])
-def test_bad_build_arguments_exit_2_with_one_line(tmp_path, tiny_release, write_manifest, case):
+def test_bad_build_arguments_exit_2_with_one_line(tmp_path, tiny_release, write_manifest, case, capsys):
+    from pipeline.cli import main
+
     manifest = write_manifest(tiny_release)
     (tmp_path / "f").write_text("x")
     out, extra = {"file": (tmp_path / "f", []), "under-file": (tmp_path / "f" / "rel", []),
                   "proc": ("/proc/self/rel", []), "workers": (tmp_path / "rel", ["--workers", "-1"]),
                   "scheduler": (tmp_path / "rel", ["--scheduler", "not a url"])}[case]
-    result = shiftforge("build", str(manifest), "--out", str(out), *extra, timeout=60)
-    assert result.returncode == 2
-    assert one_line(result.stderr).startswith("error: ")
+    assert main(["build", str(manifest), "--out", str(out), *extra]) == 2
+    assert one_line(capsys.readouterr().err).startswith("error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "manifest.yaml"]
 
 
+@pytest.mark.slow
 def test_runtime_failure_is_one_line_and_a_later_success_removes_the_log(tmp_path, tiny_release, write_manifest):
     manifest = write_manifest(tiny_release)
     out = tmp_path / "release"

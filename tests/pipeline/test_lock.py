@@ -121,6 +121,7 @@ def test_an_expired_lease_is_taken_over_and_a_live_one_renewed(memory_root, monk
     assert not store.exists(RUN_LOCK)
 
 
+@pytest.mark.slow
 def test_cli_build_while_locked_is_one_line_and_wait_succeeds(tmp_path, tiny_release, write_manifest):
     manifest = write_manifest(tiny_release)
     out = tmp_path / "release"
