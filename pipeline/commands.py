@@ -64,12 +64,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from pipeline.manifest import ManifestError, load_manifest
+
+    release = load_manifest(args.manifest)  # validation errors exit 2 before anything is written (or imported)
     from pipeline.build import build_release, check_out
     from pipeline.engine import ClusterError, check_cluster_args
     from pipeline.lock import LockHeld
-    from pipeline.manifest import ManifestError, load_manifest
 
-    release = load_manifest(args.manifest)  # validation errors exit 2 before anything is written
     check_cluster_args(args.workers, args.scheduler)
     check_out(args.out)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -128,12 +129,13 @@ def remove_stale_error_log(out: str | Path) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from pipeline.manifest import load_manifest
+
+    release = load_manifest(args.manifest)   # a bad manifest fails before Dask is imported
     from pipeline.build import shard_is_done
     from pipeline.journal import read_journal
-    from pipeline.manifest import load_manifest
     from pipeline.plan import plan_release
 
-    release = load_manifest(args.manifest)
     plan = plan_release(release)
     journal = read_journal(args.out) if args.out else {}
     done = sum(shard_is_done(journal.get(u.shard_id), u, args.out) for u in plan.units) if args.out else 0
