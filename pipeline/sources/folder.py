@@ -77,6 +77,8 @@ class FolderSource(Source):
 
     def load(self, item: SourceItem) -> Loaded:
         rel: str = item.ref
+        if rel.endswith("/"):
+            raise SourceError(f"cannot list folder {rel.rstrip('/')}: {_listing_failure(self.root / rel)}")
         data = self.files.read(rel, item.sha256)
         pixels, notes = decode_image(data, rel, self.spec.max_pixels, self.spec.oversize)
         meta = {"path": rel, "notes": notes}
@@ -104,7 +106,11 @@ class FolderSource(Source):
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError as exc:
-            raise SourceError(f"folder source: cannot list {folder}: {exc.strerror}") from None
+            if folder == self.root:
+                raise SourceError(f"folder source: cannot list {folder}: {exc.strerror}") from None
+            # an unreadable sub-folder is one error row (ref ends with "/"), not an aborted index
+            yield f"{rel}/"
+            return
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -138,6 +144,14 @@ class FolderSource(Source):
 
         return label_of, classes
 
+
+
+def _listing_failure(folder: Path) -> str:
+    try:
+        os.scandir(folder).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "it could not be listed while indexing"
 
 
 def _is_folder_link(entry: os.DirEntry) -> bool:

@@ -90,3 +90,24 @@ def test_decode_settings_are_in_the_fingerprint(odd_folder):
     assert refuse != downscale and refuse != fingerprints(max_pixels=2000)
     assert refuse == fingerprints(max_pixels=1000, oversize="refuse")
     assert json.dumps(refuse)
+
+
+def test_an_unreadable_sub_folder_is_one_error_row(odd_folder, monkeypatch):
+    """Permissions do not stop root, so the listing failure is injected."""
+    from pipeline.sources import folder as folder_module
+
+    (odd_folder / "cats" / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(folder_module.os, "scandir", scandir)
+    source = FolderSource(FolderSpec(kind="folder", path=str(odd_folder)))
+    items = {item.key: item for item in source.index()}
+    assert sorted(items) == ["cats__big", "cats__good", "cats__locked", "cats__loop", "cats__x"]
+    with pytest.raises(SourceError, match="^cannot list folder cats/locked: Permission denied$"):
+        source.load(items["cats__locked"])
+    assert source.load(items["cats__good"]).image.shape == (32, 32, 3)
