@@ -168,6 +168,8 @@ def build_release(manifest: str | Path | Any, out: str | Path, workers: int | No
 def _build_locked(release: Any, out: str | Path, workers: int | None, scheduler: str | None, progress: bool,
                   say: Callable[[str], None], started: float) -> BuildResult:
     with client_on_demand(workers, scheduler, say, str(out)) as client_for:
+        if scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS"):
+            client_for()    # a running cluster: its workers prove they see `out` before anything is written
         prepared = run_preparations(client_for, release_preparations(release), say)
         result = _build_planned(release, out, client_for, progress, say, started)
     result.prepared = prepared

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import engine
-from pipeline.build import absolute_out, build_release, check_out
+from pipeline.build import absolute_out, check_out
 from pipeline.cli import UsageError
-from pipeline.engine import ClusterError, WorkersCannotSee, check_cluster_args, dask_client
-from pipeline.manifest import parse_release
+from pipeline.engine import ClusterError, check_cluster_args, dask_client
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -61,11 +61,15 @@ def test_unusable_out(tmp_path, kind):
         check_out(out)
 
 
-def test_workers_that_cannot_see_the_release_stop_the_build(tiny_release):
+def test_workers_that_cannot_see_the_release_stop_the_build(tiny_release, write_manifest, capsys):
     """memory:// lives in one process: LocalCluster's worker processes write where the driver never reads."""
-    with pytest.raises(WorkersCannotSee, match=r"workers cannot see memory://shiftforge-probe/rel .*"
-                                               r"use a folder shared by all machines or an object-store URL"):
-        build_release(parse_release(tiny_release), "memory://shiftforge-probe/rel", workers=1)
+    from pipeline.cli import main
+
+    assert main(["build", str(write_manifest(tiny_release)), "--out", "memory://shiftforge-probe/rel",
+                 "--workers", "1", "--no-progress"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: workers cannot see memory://shiftforge-probe/rel \(1 of 1, e\.g\. tcp://\S+\): "
+                        r"use a folder shared by all machines or an object-store URL", last), last
     import fsspec
 
     fs = fsspec.filesystem("memory")
