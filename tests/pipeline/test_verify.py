@@ -238,9 +238,12 @@ def test_verify_never_aborts_at_exit(release):
     """Threads still running at interpreter exit (Arrow, zarr, fsspec pools) once made verify print OK and
     then abort with rc 134 in a few runs of a hundred."""
     script = ("import subprocess, sys\n"
-              "codes = [subprocess.run([sys.executable, '-m', 'pipeline', 'verify', sys.argv[1]],"
-              " capture_output=True).returncode for _ in range(50)]\n"
-              "print(' '.join(map(str, codes)))\n")
+              "from concurrent.futures import ThreadPoolExecutor\n"
+              "def verify(_):\n"
+              "    return subprocess.run([sys.executable, '-m', 'pipeline', 'verify', sys.argv[1]],"
+              " capture_output=True).returncode\n"
+              "with ThreadPoolExecutor(4) as pool:\n"
+              "    print(' '.join(map(str, pool.map(verify, range(50)))))\n")
     result = subprocess.run([sys.executable, "-c", script, str(release)], cwd=ROOT, capture_output=True,
                             text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.stdout.split() == ["0"] * 50
