@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 RUN_LOCK = ".shiftforge.lock"
@@ -39,10 +40,18 @@ def _held_message(holder: str, lock: str) -> str:
             "not starting (pass --wait SECONDS to wait for it)")
 
 
+# locks this thread already holds through `release_lock`: a nested take (regenerate → publish) re-enters
+_HELD: ContextVar[frozenset[str]] = ContextVar("shiftforge_release_locks", default=frozenset())
+
+
 @contextmanager
 def exclusive_lock(path: str | Path, holder: str = "run", wait: float = 0.0) -> Iterator[None]:
-    """Hold an exclusive flock on `path`; wait up to `wait` seconds for another holder to finish."""
+    """Hold an exclusive flock on `path`; wait up to `wait` seconds for another holder to finish.
+    Inside `release_lock` of the same release (same thread) it re-enters instead."""
     path = Path(path)
+    if str(path.absolute()) in _HELD.get():
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
     try:
@@ -72,12 +81,16 @@ def release_lock(out: str | Path, holder: str = "build", wait: float = 0.0,
     from pipeline.writers.files import ReleaseStore
 
     store = ReleaseStore(out)
-    if store.local:
-        with exclusive_lock(Path(store.root) / RUN_LOCK, holder, wait):
-            yield
+    key = str(Path(store.root) / RUN_LOCK) if store.local else store.url(RUN_LOCK)
+    if key in _HELD.get():
+        yield                       # e.g. publish inside regenerate: this thread holds it already
         return
-    with lease(store, holder, wait, lease_seconds):
-        yield
+    with (exclusive_lock(key, holder, wait) if store.local else lease(store, holder, wait, lease_seconds)):
+        token = _HELD.set(_HELD.get() | {key})
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,23 @@ from pipeline.writers.files import ReleaseStore
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def take_elsewhere(root, holder: str, **kwargs) -> LockHeld | None:
+    """Try the release lock from another thread (this one may hold it, and would re-enter)."""
+    outcome: list = []
+
+    def take():
+        try:
+            with release_lock(root, holder, **kwargs):
+                outcome.append(None)
+        except LockHeld as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join()
+    return outcome[0]
+
+
 def test_regenerate_names_stay_importable():
     from pipeline import regenerate
 
@@ -33,9 +51,8 @@ def test_local_lock_records_holder_and_refuses_a_second_writer(tmp_path):
         assert text.startswith(f"pid {os.getpid()} on host {socket.gethostname()}: build since ")
         lock = tmp_path / RUN_LOCK
         held = rf"another run is in progress \(pid {os.getpid()} on host .*: build since .*; lock {lock}\)"
-        with pytest.raises(LockHeld, match=held):
-            with release_lock(tmp_path, "regenerate"):
-                pass
+        assert re.fullmatch(rf"{held}; not starting \(pass --wait SECONDS to wait for it\)",
+                            str(take_elsewhere(tmp_path, "regenerate")))
     with release_lock(tmp_path, "regenerate"):   # released on exit
         pass
 
@@ -103,9 +120,8 @@ def test_object_store_lease(memory_root):
         lease = json.loads(store.read_text(RUN_LOCK))
         assert lease["holder"].startswith(f"pid {os.getpid()} on host {socket.gethostname()}: build since ")
         assert 55 < lease["expires"] - time.time() <= 60
-        with pytest.raises(LockHeld, match=r"another run is in progress \(pid .*: build since .*; lock memory://"):
-            with release_lock(memory_root, "regenerate"):
-                pass
+        assert re.match(r"another run is in progress \(pid .*: build since .*; lock memory://",
+                        str(take_elsewhere(memory_root, "regenerate")))
     assert not store.exists(RUN_LOCK)
 
 
@@ -141,3 +157,14 @@ def test_cli_build_while_locked_is_one_line_and_wait_succeeds(tmp_path, tiny_rel
     _, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, err
     assert (out / "provenance.json").exists()
+
+
+def test_a_nested_take_in_the_same_thread_re_enters(tmp_path):
+    """regenerate holds the release and then publishes, which takes the same lock."""
+    with release_lock(tmp_path, "regenerate"):
+        with exclusive_lock(tmp_path / RUN_LOCK, "publish"), release_lock(tmp_path, "publish"):
+            assert "regenerate since" in (tmp_path / RUN_LOCK).read_text()
+        assert isinstance(take_elsewhere(tmp_path, "build"), LockHeld)
+    with exclusive_lock(tmp_path / RUN_LOCK), pytest.raises(LockHeld):   # a plain holder is not re-entered
+        with release_lock(tmp_path):
+            pass
