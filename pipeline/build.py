@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,8 +22,9 @@ from typing import Any
 
 from dask.distributed import Client
 
-from pipeline.engine import dask_client, run_units
+from pipeline.engine import check_cluster_args, check_workers_see, dask_client, run_units
 from pipeline.journal import JournalWriter, read_journal
+from pipeline.lock import release_lock
 from pipeline.manifest import load_manifest
 from pipeline.packing import STAGING, Packed, pack_release, pack_shard, staging_tar
 from pipeline.plan import Plan, plan_release
@@ -123,18 +125,23 @@ def remove_orphans(store: ReleaseStore, planned: set[str], journal: dict[str, Sh
 
 
 @contextmanager
-def client_on_demand(workers: int | None, scheduler: str | None,
-                     say: Callable[[str], None]) -> Iterator[Callable[[], Client]]:
+def client_on_demand(workers: int | None, scheduler: str | None, say: Callable[[str], None],
+                     out: str | None = None) -> Iterator[Callable[[], Client]]:
     """One Dask client for preparations and shards, opened on first use, so a
-    build with nothing to do starts no cluster."""
+    build with nothing to do starts no cluster. With `out`, the workers must
+    prove they see the release root before the first task."""
     with ExitStack() as stack:
         opened: list[Client] = []
 
         def client_for() -> Client:
             if not opened:
-                opened.append(stack.enter_context(dask_client(workers, scheduler)))
-                if opened[0].dashboard_link:
-                    say(f"Dask dashboard: {opened[0].dashboard_link}")
+                client = stack.enter_context(dask_client(workers, scheduler))
+                if out is not None:
+                    ReleaseStore(out).makedirs()
+                    check_workers_see(client, out)
+                opened.append(client)
+                if client.dashboard_link:
+                    say(f"Dask dashboard: {client.dashboard_link}")
             return opened[0]
 
         yield client_for
@@ -142,15 +149,60 @@ def client_on_demand(workers: int | None, scheduler: str | None,
 
 def build_release(manifest: str | Path | Any, out: str | Path, workers: int | None = None,
                   scheduler: str | None = None, progress: bool = False,
-                  on_event: Callable[[str], None] | None = None) -> BuildResult:
+                  on_event: Callable[[str], None] | None = None, lock: bool = True,
+                  wait: float = 0.0) -> BuildResult:
+    """Build (or resume) the release at `out`. Holds the release's writer lock unless `lock`
+    is False (the caller holds it); raises LockHeld after `wait` seconds if another writer does."""
     started = time.perf_counter()
     release = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
+    check_cluster_args(workers, scheduler)
+    check_out(out)
+    out = absolute_out(out)
     say = on_event or (lambda msg: None)
-    with client_on_demand(workers, scheduler, say) as client_for:
+    with ExitStack() as held:
+        if lock:
+            held.enter_context(release_lock(out, "build", wait))
+        return _build_locked(release, out, workers, scheduler, progress, say, started)
+
+
+def _build_locked(release: Any, out: str | Path, workers: int | None, scheduler: str | None, progress: bool,
+                  say: Callable[[str], None], started: float) -> BuildResult:
+    with client_on_demand(workers, scheduler, say, str(out)) as client_for:
+        if scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS"):
+            client_for()    # a running cluster: its workers prove they see `out` before anything is written
         prepared = run_preparations(client_for, release_preparations(release), say)
         result = _build_planned(release, out, client_for, progress, say, started)
     result.prepared = prepared
     return result
+
+
+def absolute_out(out: str | Path) -> str | Path:
+    """A local release root as an absolute path (a file:// URL becomes its path), so that
+    workers started in another folder write where the driver reads; URLs unchanged."""
+    store = ReleaseStore(out)
+    return Path(store.root) if store.local else str(out)
+
+
+VIRTUAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def check_out(out: str | Path) -> None:
+    """A local --out must be a folder (or not exist yet) on a writable filesystem (exit 2 otherwise)."""
+    from pipeline.cli import UsageError
+
+    store = ReleaseStore(out)
+    if not store.local:
+        return
+    path = Path(store.root)
+    if any(path == v or v in path.parents for v in VIRTUAL_ROOTS):
+        raise UsageError(f"--out {out}: {path} is on a virtual filesystem; choose a folder on disk")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out} is a file; expected a folder (created if missing)")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--out {out} is under {existing}, which is a file")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not writable")
 
 
 def _build_planned(release: Any, out: str | Path, client_for: Callable[[], Client], progress: bool,

@@ -62,6 +62,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a runtime failure: one line, the traceback in a log file
+        return runtime_failure(args.command, exc)
+
+
+def runtime_failure(command: str, exc: BaseException) -> int:
+    """Exit 1 with one line naming a log file that holds the traceback."""
+    import os
+    import tempfile
+    import traceback
+
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"shiftforge-{command}-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("".join(traceback.format_exception(exc)))
+        where = f"details: {path}"
+    except OSError as log_exc:
+        where = f"details not saved: {log_exc}"
+    print(f"error: {command} failed: {type(exc).__name__}: {first} ({where})", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -34,6 +35,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(default: $DASK_SCHEDULER_ADDRESS, else a LocalCluster)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any sample ended with status=error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="if another build/regenerate/publish holds --out, wait up to SECONDS for it "
+                        "(default: 0, exit 1 at once)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("plan", help="print the work a build would do, without running it")
@@ -60,46 +64,78 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from pipeline.build import build_release
     from pipeline.manifest import ManifestError, load_manifest
 
-    release = load_manifest(args.manifest)  # validation errors exit 2 before anything is written
+    release = load_manifest(args.manifest)  # validation errors exit 2 before anything is written (or imported)
+    from pipeline.build import build_release, check_out
+    from pipeline.engine import ClusterError, check_cluster_args
+    from pipeline.lock import LockHeld
+
+    check_cluster_args(args.workers, args.scheduler)
+    check_out(args.out)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         result = build_release(release, args.out, workers=args.workers, scheduler=args.scheduler,
-                               progress=not args.no_progress,
-                               on_event=lambda msg: console.print(msg))
-    except ManifestError:
+                               progress=not args.no_progress, on_event=lambda msg: console.print(msg),
+                               wait=args.wait)
+    except (ManifestError, UsageError):
         raise  # found while indexing/planning (e.g. an unknown class name): bad input, exit 2
-    except Exception as exc:  # noqa: BLE001 - one line for the user, details in the log
-        from pipeline.task import format_traceback
-        from pipeline.writers.files import ReleaseStore
-
-        store = ReleaseStore(args.out)
-        store.write_atomic("build-error.log", format_traceback(exc).encode())
-        log_path = store.url("build-error.log")
-        console.print(f"[red]build failed:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                      f" (details: {log_path})")
+    except (ClusterError, LockHeld) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - one line for the user, details in the log
+        return build_failed(args.out, exc)
+    remove_stale_error_log(result.out)
     c = result.counts
     console.print(f"built {result.built} shards, skipped {result.skipped} unchanged"
                   + (f", removed {len(result.removed)} orphaned" if result.removed else "")
                   + f" in {result.seconds:.1f}s — {c['total']} samples: {c['ok']} ok, "
-                  f"{c['rejected']} rejected, {c['error']} errors → {result.out}")
+                  f"{c['rejected']} rejected, {c['error']} errors → {result.out}", soft_wrap=True)
     if c["error"]:
-        console.print(f"[yellow]{c['error']} samples failed; see status/reason in {result.out}/samples.parquet")
+        console.print(f"[yellow]{c['error']} samples failed; see status/reason in {result.out}/samples.parquet",
+                      soft_wrap=True)
     return 1 if args.strict and c["error"] else 0
+
+
+BUILD_ERROR_LOG = "build-error.log"
+
+
+def build_failed(out: str, exc: BaseException) -> int:
+    """One line on the console; the traceback goes to <out>/build-error.log when that can be written."""
+    from pipeline.build import absolute_out
+    from pipeline.task import format_traceback
+    from pipeline.writers.files import ReleaseStore
+
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    try:
+        store = ReleaseStore(absolute_out(out))
+        store.write_atomic(BUILD_ERROR_LOG, format_traceback(exc).encode())
+        where = f"details: {store.url(BUILD_ERROR_LOG)}"
+    except Exception as log_exc:  # noqa: BLE001 - e.g. a full disk: say so, still one line
+        where = f"details not saved: cannot write {BUILD_ERROR_LOG}: {type(log_exc).__name__}: {log_exc}"[:300]
+    print(f"build failed: {type(exc).__name__}: {first} ({where})", file=sys.stderr)
+    return 1
+
+
+def remove_stale_error_log(out: str | Path) -> None:
+    """A successful build removes the error log an earlier failed one left."""
+    from pipeline.writers.files import ReleaseStore
+
+    store = ReleaseStore(out)
+    if store.exists(BUILD_ERROR_LOG):
+        store.rm(BUILD_ERROR_LOG)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from pipeline.manifest import load_manifest
+
+    release = load_manifest(args.manifest)   # a bad manifest fails before Dask is imported
     from pipeline.build import shard_is_done
     from pipeline.journal import read_journal
-    from pipeline.manifest import load_manifest
     from pipeline.plan import plan_release
 
-    release = load_manifest(args.manifest)
     plan = plan_release(release)
     journal = read_journal(args.out) if args.out else {}
     done = sum(shard_is_done(journal.get(u.shard_id), u, args.out) for u in plan.units) if args.out else 0
@@ -113,12 +149,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from pipeline.verify import verify_release
+    from pipeline.verify import stop_io_threads, verify_release
     from pipeline.writers.files import ReleaseStore
 
     if not ReleaseStore(args.release).isdir(""):
         raise UsageError(f"{args.release} is not a folder")
-    report = verify_release(args.release)
+    try:
+        report = verify_release(args.release)
+    finally:
+        stop_io_threads()
     for problem in report.problems:
         print(f"MISMATCH {problem}")
     print(f"{'OK' if report.ok else 'FAILED'}: {report.shards} shards, {report.samples} samples checked, "

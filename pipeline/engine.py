@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
@@ -16,9 +18,30 @@ from itertools import islice
 import dask.config
 from dask.distributed import Client, LocalCluster, as_completed
 
+from pipeline.cli import UsageError
 from pipeline.records import ShardRecord, WorkUnit
 
 log = logging.getLogger(__name__)
+
+
+SCHEDULER_ADDRESS = re.compile(r"^(?:(?:tcp|tls|inproc|ucx|ws|wss)://[^\s/]+(?:/\S*)?|[A-Za-z0-9_.-]+:\d{1,5})$")
+CONNECT_TIMEOUT_S = 20
+
+
+class ClusterError(Exception):
+    """The cluster cannot run this build: an unreachable scheduler (exit 1)."""
+
+
+class WorkersCannotSee(UsageError):
+    """Workers cannot reach the release root, e.g. a local path on a remote cluster (exit 2)."""
+
+
+def check_cluster_args(workers: int | None, scheduler: str | None) -> None:
+    """Bad --workers / --scheduler values fail before anything starts (exit 2)."""
+    if workers is not None and not 1 <= workers <= 4096:
+        raise UsageError(f"--workers must be between 1 and 4096 (got {workers})")
+    if scheduler is not None and not SCHEDULER_ADDRESS.match(scheduler):
+        raise UsageError(f"--scheduler {scheduler!r} is not a scheduler address; expected e.g. tcp://10.0.0.5:8786")
 
 
 @contextmanager
@@ -27,8 +50,9 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
     """A client on `scheduler` (or DASK_SCHEDULER_ADDRESS), else a fresh LocalCluster
     with one single-threaded worker process per core."""
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    check_cluster_args(workers, address)
     if address:
-        with Client(address, set_as_default=False) as client:
+        with _connect(address) as client:
             yield client
         return
     n = workers or os.cpu_count() or 1
@@ -39,9 +63,52 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                           "distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=":0" if dashboard else None, silence_logs=logging.ERROR)
+                               dashboard_address=":0" if dashboard else None,
+                               silence_logs=logging.CRITICAL)  # a task failure is reported once, by the driver
     with cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+def _connect(address: str) -> Client:
+    try:
+        return Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} "
+                           f"within {CONNECT_TIMEOUT_S}s ({type(exc).__name__})") from None
+
+
+def _write_probe(url: str, name: str) -> str:
+    """On a worker: write a probe file into the release root (not creating the root)."""
+    from pipeline.writers.files import filesystem
+
+    fs, root = filesystem(url)
+    with fs.open(f"{root}/{name}", "wb") as handle:
+        handle.write(name.encode())
+    return name
+
+
+def check_workers_see(client: Client, out: str) -> None:
+    """Every worker writes a probe file into the release root and the driver reads each back:
+    workers on other machines with a local path (or memory://) would write where nobody looks."""
+    from pipeline.writers.files import ReleaseStore
+
+    store = ReleaseStore(out)
+    token = uuid.uuid4().hex[:12]
+    try:
+        written = client.run(lambda dask_worker: _write_probe(out, f".probe-{token}-{_slug(dask_worker.address)}"),
+                             on_error="return")
+    finally:
+        seen = set(store.glob(f".probe-{token}-*")) if store.exists() else set()
+        for name in seen:
+            store.rm(name)
+    blind = sorted(w for w, name in written.items() if isinstance(name, BaseException) or name not in seen)
+    if blind:
+        raise WorkersCannotSee(f"workers cannot see {out} ({len(blind)} of {len(written)}, e.g. {blind[0]}): "
+                           "use a folder shared by all machines or an object-store URL")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
 def cluster_resources(client: Client) -> dict[str, float]:

@@ -64,6 +64,8 @@ def _regenerate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="local Dask worker processes (default: CPU count)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler to use")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="if another writer holds --out, wait up to SECONDS for it (default: 0)")
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -94,7 +96,8 @@ def _run_once(args: argparse.Namespace):
     from pipeline.regenerate import regenerate_release
 
     return regenerate_release(args.manifest, args.out, workers=args.workers, scheduler=args.scheduler,
-                              publish=args.publish, repo_id=args.repo, private=args.private)
+                              publish=args.publish, repo_id=args.repo, private=args.private,
+                              wait=getattr(args, "wait", 0.0))
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:

@@ -13,9 +13,11 @@ Every source goes through `decode_image`, so the rules live in one place:
 - EXIF orientation is applied, so pixels look the way viewers show them;
 - an animated file yields its first frame;
 - an image larger than `max_pixels` is refused before its pixels are
-  decoded (decompression-bomb guard), and anything Pillow cannot decode
-  (corrupt, truncated, empty, not an image) raises `SourceError` naming the
-  file and the reason.
+  decoded (`oversize: refuse`, the default), or decoded and downscaled with
+  area averaging to fit `max_pixels` (`oversize: downscale`, up to
+  DOWNSCALE_LIMIT pixels, a note records both sizes); anything Pillow cannot
+  decode (corrupt, truncated, empty, not an image) raises `SourceError`
+  naming the file and the reason.
 
 Each conversion adds a human-readable note; the notes go into the sample's
 provenance so a reader knows what was done to the file.
@@ -31,8 +33,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.sources.base import SourceError
 
-# Pillow's own default (~89.5 megapixels, a 9459x9459 image); configurable per source.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Sized for 24 GB workers: a task holds a shard's decoded images and their shifted copies, so
+# 100 samples per shard x 40 MP x 3 bytes x 2 = 24 GB. Configurable per source (`max_pixels`).
+MAX_PIXELS = 40_000_000
+# `oversize: downscale` still refuses beyond Pillow's hard decompression-bomb limit (~179 MP):
+# the full image is decoded once before it is reduced.
+DOWNSCALE_LIMIT = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+OVERSIZE_POLICIES = ("refuse", "downscale")
 
 # Raster formats a dataset may hold. Leaving out the rest is deliberate: EPS would
 # run Ghostscript on untrusted input, and exotic formats only widen the attack surface.
@@ -48,22 +55,25 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS,
+                 oversize: str = "refuse") -> tuple[np.ndarray, list[str]]:
     """Pixels (uint8, C-contiguous, HxWx3 or HxWx1) and the notes of every conversion applied.
 
     Raises `SourceError("cannot decode <name>: <why>")` for anything that is not a
-    decodable image within `max_pixels`.
+    decodable image within `max_pixels` (with `oversize="downscale"`: within DOWNSCALE_LIMIT,
+    then reduced to fit `max_pixels`).
     """
     if not data:
         raise SourceError(f"cannot decode {name}: empty file (0 bytes)")
     notes: list[str] = []
     try:
-        image = _open_checked(data, name, max_pixels)
+        limit = max(max_pixels, DOWNSCALE_LIMIT) if oversize == "downscale" else max_pixels
+        image = _open_checked(data, name, limit)
         image = _first_frame(image, notes)
         _note_high_bit_depth(image, notes)      # the tile list that tells is gone after load()
         image.load()
         image = _apply_exif_orientation(image, notes)
-        pixels = _to_uint8_array(image, notes)
+        pixels = _fit_pixels(_to_uint8_array(image, notes), max_pixels, notes)
     except SourceError:
         raise
     except UnidentifiedImageError:
@@ -91,10 +101,25 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         raise SourceError(f"cannot decode {name}: image claims {width}x{height} = {width * height:,} pixels, "
                           f"over the limit of {max_pixels:,} (decompression bomb guard; raise max_pixels "
-                          "if the file is trusted)")
+                          "if the file is trusted, or set oversize: downscale)")
     if width == 0 or height == 0:
         raise SourceError(f"cannot decode {name}: image has no pixels ({width}x{height})")
     return image
+
+
+def _fit_pixels(pixels: np.ndarray, max_pixels: int, notes: list[str]) -> np.ndarray:
+    """Downscale (area averaging, aspect kept) so that height x width <= max_pixels."""
+    height, width = pixels.shape[:2]
+    if height * width <= max_pixels:
+        return pixels
+    import cv2
+
+    scale = (max_pixels / (height * width)) ** 0.5
+    new_h, new_w = max(1, int(height * scale)), max(1, int(width * scale))
+    small = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    notes.append(f"downscaled from {width}x{height} to {new_w}x{new_h} (area averaging) to fit "
+                 f"max_pixels {max_pixels:,}")
+    return _contiguous(small.reshape(new_h, new_w, pixels.shape[2]))
 
 
 def _first_frame(image: Image.Image, notes: list[str]) -> Image.Image:

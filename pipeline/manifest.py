@@ -21,6 +21,8 @@ from stages import available_stages
 
 ROOT_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+MAX_SIDE = 8192           # pixels per side of output.image_size
+Side = Annotated[int, Field(ge=8, le=MAX_SIDE)]
 
 
 class ManifestError(Exception):
@@ -34,8 +36,8 @@ class OutputSpec(BaseModel):
     samples_per_shard: int = Field(default=100, ge=1, le=1_000_000)
     encoding: Literal["png", "jpg"] = "png"
     jpeg_quality: int = Field(default=95, ge=1, le=100)
-    image_size: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] | None = Field(
-        default=None, description="(height, width) every image is resized to in the Zarr store")
+    image_size: tuple[Side, Side] | None = Field(
+        default=None, description=f"(height, width) every image is resized to in the Zarr store (each 8..{MAX_SIDE})")
 
     @model_validator(mode="after")
     def _zarr_needs_size(self) -> OutputSpec:
@@ -109,14 +111,22 @@ def parse_release(data: Any, origin: str = "<manifest>") -> BaseModel:
     if not isinstance(data, dict):
         raise ManifestError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        release = release_model().model_validate(data)
+        # strict, through JSON: `true` is no severity and "1e12" no count, while YAML lists still
+        # fill tuples; values YAML has but JSON lacks (dates) arrive as their text
+        release = release_model().model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
-        raise ManifestError(f"{origin}: invalid release manifest\n{format_validation_error(exc)}") from None
+        raise ManifestError(_invalid(origin, format_validation_error(exc).splitlines())) from None
     problems = cross_section_problems(release)
     if problems:
-        listed = "\n".join(f"  {p}" for p in problems)
-        raise ManifestError(f"{origin}: invalid release manifest\n{listed}")
+        raise ManifestError(_invalid(origin, [f"  {p}" for p in problems]))
     return release
+
+
+def _invalid(origin: str, lines: list[str]) -> str:
+    """One problem: one line; more: one line each under a heading."""
+    if len(lines) == 1:
+        return f"{origin}: invalid release manifest: {lines[0].strip()}"
+    return f"{origin}: invalid release manifest\n" + "\n".join(lines)
 
 
 def cross_section_problems(release: BaseModel) -> list[str]:
@@ -142,15 +152,19 @@ def cross_section_problems(release: BaseModel) -> list[str]:
 
 
 def load_manifest(path: str | Path) -> BaseModel:
+    """Read, parse and validate within the bounds of `pipeline.bounded_yaml` (size, encoding,
+    nesting, alias expansion, duplicate keys); every failure is a one-line ManifestError."""
+    from pipeline.bounded_yaml import BoundExceeded, load_bounded_yaml, read_manifest_text
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = load_bounded_yaml(read_manifest_text(path))
     except OSError as exc:
-        raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
+        raise ManifestError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
+    except BoundExceeded as exc:
+        raise ManifestError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+        raise ManifestError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_release(data, origin=str(path))
 
 

@@ -136,7 +136,9 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
     out = release.output
     common = canonical_json({"seed": release.seed, "encoding": out.encoding, "quality": out.jpeg_quality,
                              "formats": sorted(out.formats), "image_size": out.image_size,
-                             "filters": filters_fingerprint})
+                             "filters": filters_fingerprint,
+                             # which oversized source images are refused or downscaled changes the output
+                             "decode": {k: getattr(release.source, k, None) for k in ("max_pixels", "oversize")}})
     stage_fps = [hashlib.sha256(canonical_json(_work_fingerprint(i, s)).encode()).hexdigest()
                  for i, s in enumerate(stages)]
     per_shard = out.samples_per_shard

@@ -24,6 +24,7 @@ from pipeline.manifest import canonical_json, manifest_sha256
 from pipeline.preparations import preparation_records
 from pipeline.records import ShardRecord
 from pipeline.task import filters_fingerprint
+from pipeline.verify import document_sha256
 from pipeline.writers.files import ReleaseStore
 
 SCHEMA_ID = "shiftforge/provenance/1"
@@ -199,6 +200,7 @@ def write_release_metadata(out: str | Path, release: Any, plan: Any, records: li
     write_samples_table(out, records)
     files = write_stage_files(out, release, plan, records, read_provenance(out))
     doc = provenance_document(out, release, plan, records, files, shards)
+    doc["document_sha256"] = document_sha256(doc)   # `verify` notices any later edit
     ReleaseStore(out).write_atomic("provenance.json", (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     _write_cards(out)
     return doc["counts"]

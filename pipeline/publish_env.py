@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,44 +17,19 @@ TIMEOUT_ENV = "SHIFTFORGE_HUB_TIMEOUT"
 
 @contextmanager
 def release_lock(release_dir: str | Path) -> Iterator[None]:
-    """Hold the lock `regenerate` holds, so no shard is rewritten while it is being uploaded.
-    When this process already holds it (regenerate --publish), publishing goes on under it."""
-    from pipeline.regenerate import RUN_LOCK, LockHeld, exclusive_lock
+    """Hold the release's writer lock, so no shard is rewritten while it is being uploaded.
+    Inside `regenerate --publish` the lock is already held by this thread and is re-entered."""
+    from pipeline.lock import LockHeld
+    from pipeline.lock import release_lock as writer_lock
 
-    root = Path(release_dir)
-    path = root / RUN_LOCK
-    if not root.is_dir() or _held_by_this_process(path):
+    if not Path(release_dir).is_dir():
         yield
         return
     try:
-        with exclusive_lock(path):
+        with writer_lock(release_dir, "publish"):
             yield
     except LockHeld as exc:
         raise PublishError(f"{exc} (publish waits for the release to be complete)") from None
-
-
-def _held_by_this_process(path: Path) -> bool:
-    """Whether this process holds the flock on `path`: from /proc/locks where the kernel lists
-    holders (Linux), else from the "pid N" line exclusive_lock writes into the lock file."""
-    try:
-        inode = path.stat().st_ino
-    except FileNotFoundError:
-        return False
-    try:
-        with open("/proc/locks", encoding="ascii") as locks:
-            holders = [line.split() for line in locks]
-    except OSError:
-        holders = None
-    if holders is not None:
-        return any(len(f) > 5 and f[1] == "FLOCK" and f[5].rsplit(":", 1)[-1] == str(inode)
-                   and f[4] == str(os.getpid()) for f in holders)
-    with open(path, encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return handle.read().startswith(f"pid {os.getpid()} ")
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
 
 
 @contextmanager

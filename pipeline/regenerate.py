@@ -5,49 +5,22 @@ manifest, skips shards whose fingerprint and sha256 stand in the journal,
 rebuilds the rest (new source items, changed parameters, a new stage or model
 version), deletes orphaned shards and rewrites provenance (bumping its
 `revision` when the set of shards changed), the card and croissant.json. This
-module adds what a scheduled job needs around it: one run at a time (a lock
-file), a one-line account of what changed, and publishing only changed files.
+module adds what a scheduled job needs around it: one writer at a time (the
+release lock of `pipeline.lock`, shared with build and publish), a one-line
+account of what changed, and publishing only changed files.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RUN_LOCK = ".regenerate.lock"
+from pipeline.lock import RUN_LOCK, LockHeld, exclusive_lock, release_lock
 
-
-class LockHeld(Exception):
-    """Another run holds the lock; this one did not start."""
-
-
-@contextmanager
-def exclusive_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking flock on `path` (released when the process dies, even if killed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lock's lifetime
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise LockHeld(f"another run is in progress ({holder}; lock {path}); not starting") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()   # closing the descriptor drops the flock
+__all__ = ["RUN_LOCK", "LockHeld", "exclusive_lock", "RegenerateResult", "regenerate_release"]
 
 
 @dataclass
@@ -97,20 +70,23 @@ def read_revision(out: Path) -> int | None:
 def regenerate_release(manifest: str | Path | Any, out: str | Path, *, workers: int | None = None,
                        scheduler: str | None = None, publish: bool = False, repo_id: str | None = None,
                        private: bool | None = None, api: Any = None, retry: Any = None,
-                       on_event: Callable[[str], None] | None = None) -> RegenerateResult:
+                       on_event: Callable[[str], None] | None = None, wait: float = 0.0) -> RegenerateResult:
     """Rebuild what changed in `out` and, with `publish`, upload what differs from the Hub.
 
     Raises LockHeld when another run holds the lock, ManifestError for a bad
     manifest (before anything is touched), and publish errors unchanged.
     """
-    from pipeline.build import build_release
+    from pipeline.build import build_release, check_out
+    from pipeline.engine import check_cluster_args
     from pipeline.manifest import load_manifest
 
     release = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
+    check_cluster_args(workers, scheduler)
+    check_out(out)            # bad --out: exit 2 before the lock creates anything
     out = Path(out)
-    with exclusive_lock(out / RUN_LOCK):
+    with release_lock(out, "regenerate", wait):
         before = read_revision(out)
-        build = build_release(release, out, workers=workers, scheduler=scheduler, on_event=on_event)
+        build = build_release(release, out, workers=workers, scheduler=scheduler, on_event=on_event, lock=False)
         result = RegenerateResult(out=out, revision_before=before, revision=read_revision(out) or 1,
                                   built=build.built, skipped=build.skipped, removed=list(build.removed),
                                   counts=build.counts, seconds=build.seconds)

@@ -8,11 +8,13 @@ demand inside a task. Planning only ever sees the index.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -119,14 +121,29 @@ class ContainedFiles:
             raise SourceError(f"refused {rel}: it points outside the {self.what} (to {path})")
         return path
 
-    def read(self, rel: str, sha256: str | None = None) -> bytes:
+    def open_regular(self, rel: str) -> IO[bytes]:
+        """Open for reading; a FIFO, socket or device is refused instead of blocking the reader."""
         path = self.resolve(rel)
         try:
-            data = path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise SourceError(f"image file not found: {path}") from None
         except OSError as exc:
             raise SourceError(f"cannot read {rel}: {exc.strerror or exc}") from None
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a special file"
+            raise SourceError(f"cannot read {rel}: {kind}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    def read(self, rel: str, sha256: str | None = None) -> bytes:
+        with self.open_regular(rel) as handle:
+            try:
+                data = handle.read()
+            except OSError as exc:
+                raise SourceError(f"cannot read {rel}: {exc.strerror or exc}") from None
         if sha256 is not None:
             check_unchanged(rel, data, sha256)
         return data
@@ -135,7 +152,7 @@ class ContainedFiles:
         """The file's sha256, or EMPTY_SHA256 when it cannot be read (loading it then fails with the reason)."""
         try:
             digest = hashlib.sha256()
-            with open(self.resolve(rel), "rb") as handle:
+            with self.open_regular(rel) as handle:
                 while chunk := handle.read(_CHUNK):
                     digest.update(chunk)
             return digest.hexdigest()

@@ -8,7 +8,9 @@ class names. A `labels_csv` (columns `file,label`, file relative to `path`)
 overrides the folder classes: integer labels are kept, names are mapped to
 indices in sorted order. Hidden files and folders (leading dot, e.g. macOS
 `._x.jpg`) are skipped, folder symlinks are not followed, and a file symlink
-pointing outside the folder is refused when loaded. The index walks the tree
+pointing outside the folder is refused when loaded. Special files (a FIFO named
+`x.jpg`), symlink loops and unreadable files become error rows, never a hang or
+an aborted index; images over `max_pixels` are refused or downscaled (`oversize`). The index walks the tree
 in sorted order and hashes file bytes; `load` checks the hash again so a file
 changed after indexing cannot slip into a release with a stale sha256.
 """
@@ -41,8 +43,11 @@ class FolderSpec(SourceSpec):
                                   description="file extensions to take, case-insensitive")
     recursive: bool = Field(default=True, description="descend into sub-folders; false takes only the "
                             "files directly in path (no classes)")
-    max_pixels: int = Field(default=MAX_PIXELS, ge=1, description="larger images are refused "
-                            "(decompression bomb guard)")
+    max_pixels: int = Field(default=MAX_PIXELS, ge=1, description="most pixels per image (default sized for "
+                            "24 GB workers); see oversize")
+    oversize: Literal["refuse", "downscale"] = Field(
+        default="refuse", description="an image over max_pixels: refuse it (an error row with the reason) or "
+        "downscale it to fit (area averaging; a note in its provenance; at most ~179 MP decoded)")
 
     @field_validator("extensions")
     @classmethod
@@ -72,8 +77,10 @@ class FolderSource(Source):
 
     def load(self, item: SourceItem) -> Loaded:
         rel: str = item.ref
+        if rel.endswith("/"):
+            raise SourceError(f"cannot list folder {rel.rstrip('/')}: {_listing_failure(self.root / rel)}")
         data = self.files.read(rel, item.sha256)
-        pixels, notes = decode_image(data, rel, self.spec.max_pixels)
+        pixels, notes = decode_image(data, rel, self.spec.max_pixels, self.spec.oversize)
         meta = {"path": rel, "notes": notes}
         if isinstance(item.label, int):
             meta["class_name"] = self._label_table()[1][item.label]   # filters prompt with it
@@ -99,14 +106,20 @@ class FolderSource(Source):
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError as exc:
-            raise SourceError(f"folder source: cannot list {folder}: {exc.strerror}") from None
+            if folder == self.root:
+                raise SourceError(f"folder source: cannot list {folder}: {exc.strerror}") from None
+            # an unreadable sub-folder is one error row (ref ends with "/"), not an aborted index
+            yield f"{rel}/"
+            return
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 if self.spec.recursive:
                     yield from self._walk_folder(Path(entry.path), rel / entry.name)
-            elif _extension(entry.name) in self.spec.extensions and not entry.is_dir():
+            elif _extension(entry.name) in self.spec.extensions and not _is_folder_link(entry):
+                # special files (FIFOs, sockets, devices), symlink loops and unreadable files are
+                # indexed too: loading each fails with its reason, so it becomes an error row
                 yield str(rel / entry.name)
 
     def _label_table(self) -> tuple[Callable[[str], Any], list[str]]:
@@ -131,6 +144,22 @@ class FolderSource(Source):
 
         return label_of, classes
 
+
+
+def _listing_failure(folder: Path) -> str:
+    try:
+        os.scandir(folder).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "it could not be listed while indexing"
+
+
+def _is_folder_link(entry: os.DirEntry) -> bool:
+    """A symlink to a folder (not followed); a broken or looping link is not one."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _extension(name: str) -> str:

@@ -33,7 +33,8 @@ DEFAULT_IMAGES = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle", "hub
 class SamplesSpec(SourceSpec):
     kind: Literal["samples"]
     images: list[str] = Field(default_factory=lambda: list(DEFAULT_IMAGES), min_length=1)
-    count: int | None = Field(default=None, ge=1, description="number of items (default: one per image)")
+    count: int | None = Field(default=None, ge=1, le=1_000_000,
+                              description="number of items, at most 1,000,000 (default: one per image)")
     size: int = Field(default=224, ge=8, le=4096, description="side of the square output images")
     channels: Literal[1, 3] = 3
     seed: int = Field(default=0, ge=0)

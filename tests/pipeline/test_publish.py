@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hub_server import HubServer
+from release_documents import sealed_provenance
 
-from pipeline.provenance import SCHEMA_ID
 from pipeline.publish import (
     PublishError,
     ReleaseRefused,
@@ -45,20 +45,18 @@ def make_tar(path: Path, keys: list[str], salt: str = "") -> str:
 
 def write_release(root: Path, shards: dict[str, str], version: str = "1.0.0", revision: int = 1) -> Path:
     """A minimal release folder: tar shards (shard id -> salt), provenance listing them, a card."""
-    records = []
+    records, rows = [], []
     for shard_id, salt in shards.items():
         rel = f"data/{shard_id}.tar"
-        sha = make_tar(root / rel, [f"{shard_id.replace('/', '_')}_{i}" for i in range(3)], salt)
-        records.append({"shard_id": shard_id, "config": shard_id.split("/")[0], "path": rel, "sha256": sha,
-                        "bytes": (root / rel).stat().st_size, "count": 3})
-    n = 3 * len(shards)
-    rows = [{"status": "ok", "key": f"{shard_id}-{i}"} for shard_id in shards for i in range(3)]
+        keys = [f"{shard_id.replace('/', '_')}_{i}" for i in range(3)]
+        sha = make_tar(root / rel, keys, salt)
+        records.append({"shard_id": shard_id, "path": rel, "sha256": sha, "bytes": (root / rel).stat().st_size,
+                        "count": 3})
+        rows += [{"key": key, "config": shard_id.split("/")[0], "status": "ok", "shard": rel} for key in keys]
     pq.write_table(pa.Table.from_pylist(rows), root / "samples.parquet")
-    provenance = {"schema": SCHEMA_ID, "revision": revision,
-                  "counts": {"total": n, "ok": n, "rejected": 0, "error": 0},
-                  "release": {"name": "tiny-shift", "version": version, "license": "cc-by-4.0"},
-                  "manifest": {"hub": {"repo": REPO, "private": False}}, "shards": records}
-    (root / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    release = {"name": "tiny-shift", "version": version, "license": "cc-by-4.0"}
+    (root / "provenance.json").write_text(
+        sealed_provenance(release, records, rows, revision, hub={"repo": REPO, "private": False}))
     (root / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n# tiny-shift\n")
     return root
 
