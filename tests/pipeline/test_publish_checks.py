@@ -199,11 +199,13 @@ def test_a_repo_the_token_cannot_see_is_not_taken_for_a_missing_one(hub, tmp_pat
 
 # -- the lock and the content at upload time -----------------------------------------------------
 def test_publish_waits_for_a_release_another_process_is_writing(hub, tmp_path):
+    from pipeline.lock import RUN_LOCK
+
     root = write_release(tmp_path, {"fog/test-00000": "a"})
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl, sys, time; h = open(sys.argv[1], 'a+'); "
          "fcntl.flock(h, fcntl.LOCK_EX); h.write('pid 1 since now'); h.flush(); print('held', flush=True); "
-         "time.sleep(30)", str(root / ".regenerate.lock")], stdout=subprocess.PIPE, text=True)
+         "time.sleep(30)", str(root / RUN_LOCK)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(PublishError, match="another run is in progress"):
@@ -215,10 +217,10 @@ def test_publish_waits_for_a_release_another_process_is_writing(hub, tmp_path):
 
 
 def test_publish_inside_a_run_that_holds_the_lock_goes_on(hub, tmp_path):
-    from pipeline.regenerate import RUN_LOCK, exclusive_lock
+    from pipeline.lock import release_lock
 
     root = write_release(tmp_path, {"fog/test-00000": "a"})
-    with exclusive_lock(root / RUN_LOCK):                         # as regenerate --publish does
+    with release_lock(root, "regenerate"):                       # as regenerate --publish does
         assert publish(hub, root).tagged
 
 
