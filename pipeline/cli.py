@@ -48,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from pipeline.manifest import ManifestError
+    from stages.registry import ExtensionError
     try:
         return int(args.func(args) or 0)
-    except (ManifestError, UsageError) as exc:
+    except (ManifestError, UsageError, ExtensionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `shiftforge plan … | head`: the reader has all it wanted

@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from pipeline.sources import available_sources
-from stages import available_stages
+from pipeline.sources import available_sources, source_spec_model
+from stages import available_stages, get_stage, stage_params_model
+from stages.registry import ExtensionError, is_reference
 
 ROOT_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -73,10 +74,11 @@ def _filters_field() -> tuple[Any, Any]:
 
 
 @cache
-def release_model() -> type[BaseModel]:
-    """The `Release` pydantic model over the stages and sources present."""
-    stage_params = [cls.Params for cls in available_stages().values()]
-    source_specs = [cls.Spec for cls in available_sources().values()]
+def release_model(stage_refs: tuple[str, ...] = (), source_refs: tuple[str, ...] = ()) -> type[BaseModel]:
+    """The `Release` pydantic model over the stages and sources present, plus the
+    classes a manifest names directly ("module:Class")."""
+    stage_params = [cls.Params for cls in available_stages().values()] + [stage_params_model(r) for r in stage_refs]
+    source_specs = [cls.Spec for cls in available_sources().values()] + [source_spec_model(r) for r in source_refs]
     model = create_model(
         "Release",
         __config__=ConfigDict(extra="forbid", frozen=True),
@@ -109,7 +111,9 @@ def parse_release(data: Any, origin: str = "<manifest>") -> BaseModel:
     if not isinstance(data, dict):
         raise ManifestError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        release = release_model().model_validate(data)
+        release = release_model(*class_references(data)).model_validate(data)
+    except ExtensionError as exc:
+        raise ManifestError(f"{origin}: {exc}") from None
     except ValidationError as exc:
         raise ManifestError(f"{origin}: invalid release manifest\n{format_validation_error(exc)}") from None
     problems = cross_section_problems(release)
@@ -119,11 +123,21 @@ def parse_release(data: Any, origin: str = "<manifest>") -> BaseModel:
     return release
 
 
+def class_references(data: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The "module:Class" names a manifest uses as `stage:` and as `source.kind`."""
+    shifts = data.get("shifts")
+    stages = {s["stage"] for s in shifts if isinstance(s, dict) and is_reference(s.get("stage"))} \
+        if isinstance(shifts, list) else set()
+    source = data.get("source")
+    kinds = (source["kind"],) if isinstance(source, dict) and is_reference(source.get("kind")) else ()
+    return tuple(sorted(stages)), kinds
+
+
 def cross_section_problems(release: BaseModel) -> list[str]:
     """Checks no single section can make alone (a shift vs the output encoding, filters vs shifts)."""
     problems = []
     for i, spec in enumerate(release.shifts):
-        stage = available_stages()[spec.stage]
+        stage = get_stage(spec.stage)
         if getattr(stage, "requires_lossless", False) and release.output.encoding != "png":
             problems.append(f"output.encoding: shifts.{i} ({spec.stage}) needs lossless output, so "
                             f"'png' is required (got {release.output.encoding!r}); JPEG destroys the shift")

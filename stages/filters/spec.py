@@ -123,10 +123,10 @@ def _class_name_problems(release: Any, spec: FiltersSpec) -> list[str]:
     """A filter that prompts with the class name on a source that never has one."""
     if "class_name" not in spec.needs():
         return []
-    from pipeline.sources import available_sources
+    from pipeline.sources import get_source
     from stages import get_stage
 
-    if available_sources()[release.source.kind].provides_class_names is not False:
+    if get_source(release.source.kind).provides_class_names is not False:
         return []
     if any(getattr(get_stage(p.stage), "provides_class_names", False) for p in release.shifts):
         return []
