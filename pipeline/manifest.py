@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from pipeline.sources import available_sources, source_spec_model
 from stages import available_stages, get_stage, stage_params_model
+from stages.base import MANIFEST_DIR
 from stages.registry import ExtensionError, is_reference
 
 ROOT_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
@@ -107,11 +108,14 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_release(data: Any, origin: str = "<manifest>") -> BaseModel:
+def parse_release(data: Any, origin: str = "<manifest>", folder: Path | None = None) -> BaseModel:
+    """The validated release; relative paths in it are joined to `folder` (the
+    manifest file's folder) when given, else left relative to the working directory."""
     if not isinstance(data, dict):
         raise ManifestError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        release = release_model(*class_references(data)).model_validate(data)
+        context = None if folder is None else {MANIFEST_DIR: str(folder)}
+        release = release_model(*class_references(data)).model_validate(data, context=context)
     except ExtensionError as exc:
         raise ManifestError(f"{origin}: {exc}") from None
     except ValidationError as exc:
@@ -158,7 +162,7 @@ def load_manifest(path: str | Path) -> BaseModel:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML: {exc}") from None
-    return parse_release(data, origin=str(path))
+    return parse_release(data, origin=str(path), folder=path.absolute().parent)
 
 
 def manifest_sha256(release: BaseModel) -> str:

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stages.base import ManifestPath
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".jit")
@@ -43,7 +45,8 @@ class ClassifierSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(description="transformers model directory, .pt2 (torch.export) or TorchScript file")
+    path: ManifestPath = Field(
+        description="transformers model directory, .pt2 (torch.export) or TorchScript file")
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$",
                              description="name used in provenance; default: the file/directory stem")
     format: Literal["auto", "transformers", "export", "torchscript"] = "auto"
