@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from stages.base import UsageError  # the command modules raise it as pipeline.cli.UsageError
+
 COMMAND_MODULES = [
     "pipeline.commands",      # build, plan, verify, preview, schema
     "pipeline.export",        # export (medmnist-c)
@@ -19,10 +21,6 @@ COMMAND_MODULES = [
     "pipeline.hub_cli",       # publish, regenerate, schedule
     "stages.generative.cli",  # train-slider
 ]
-
-
-class UsageError(Exception):
-    """Bad input from the user (exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from pipeline.sources import available_sources, source_spec_model
+from pipeline.sources import available_sources, get_source, source_spec_model
 from stages import available_stages, get_stage, stage_params_model
 from stages.base import MANIFEST_DIR
 from stages.registry import ExtensionError, is_reference
@@ -148,7 +148,7 @@ def cross_section_problems(release: BaseModel) -> list[str]:
     if getattr(release, "filters", None) is not None:
         from stages.filters import release_problems
 
-        problems.extend(release_problems(release))
+        problems.extend(release_problems(release, get_source(release.source.kind)))
     return problems
 
 

@@ -22,6 +22,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
+class UsageError(Exception):
+    """Bad input from the user (exit 2)."""
+
+
 # validation-context key: the folder of the manifest file being validated
 MANIFEST_DIR = "manifest_dir"
 

@@ -109,25 +109,25 @@ class FiltersSpec(BaseModel):
         return set().union(*(FILTER_CLASSES[entry.filter].needs for entry in self.chain))
 
 
-def release_problems(release: Any) -> list[str]:
-    """Problems between a release's filters and its shifts that one section alone cannot see.
+def release_problems(release: Any, source: type) -> list[str]:
+    """Problems between a release's filters, its shifts and its source class that one section
+    alone cannot see.
 
     Reference filters and `complete_trajectory` compare the scales of a trajectory, so some shift
     must emit several samples per input (`Stage.outputs_per_input` > 1)."""
     spec = getattr(release, "filters", None)
     if spec is None:
         return []
-    return _class_name_problems(release, spec) + _trajectory_problems(release, spec)
+    return _class_name_problems(release, spec, source) + _trajectory_problems(release, spec)
 
 
-def _class_name_problems(release: Any, spec: FiltersSpec) -> list[str]:
+def _class_name_problems(release: Any, spec: FiltersSpec, source: type) -> list[str]:
     """A filter that prompts with the class name on a source that never has one."""
     if "class_name" not in spec.needs():
         return []
-    from pipeline.sources import get_source
     from stages import get_stage
 
-    if get_source(release.source.kind).provides_class_names is not False:
+    if source.provides_class_names is not False:
         return []
     if any(getattr(get_stage(p.stage), "provides_class_names", False) for p in release.shifts):
         return []
