@@ -107,6 +107,8 @@ def entry_point_classes(contract: Contract, builtin: set[str]) -> dict[str, type
             raise ExtensionError(f"{contract.what} {origin} shadows the built-in {contract.what} {ep.name!r}")
         if ep.name in found:
             raise ExtensionError(f"{contract.what} {origin} is registered twice")
+        if is_reference(ep.name):
+            raise ExtensionError(f"{contract.what} {origin}: a registered name may not contain ':'")
         try:
             loaded = ep.load()
         except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported the same way
@@ -148,7 +150,7 @@ def reference_model(ref: str, contract: Contract) -> type:
 
 
 def registered(builtin: dict[str, type], contract: Contract) -> dict[str, type]:
-    """Built-in classes checked against the contract, then the entry points' classes."""
+    """The built-in classes, then the classes of the installed entry points."""
     return {**builtin, **entry_point_classes(contract, set(builtin))}
 
 

@@ -48,6 +48,7 @@ def read_png(tar_path: Path, member: str) -> np.ndarray:
         return np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())))
 
 
+@pytest.mark.slow
 def test_build_with_an_installed_stage_and_source_through_the_cli(tmp_path, write_manifest):
     out = tmp_path / "release"
     result = subprocess.run([sys.executable, "-m", "pipeline", "build", str(write_manifest(ext_release())),
@@ -153,6 +154,7 @@ def fake_entry_points(monkeypatch):
     ([("corruptions", REF)], "shadows the built-in stage 'corruptions'"),
     ([("tiny_other", REF)], "name is 'tiny_invert', but it is registered as 'tiny_other'"),
     ([("tiny_mod", "shiftforge_tiny_ext.stage")], "is not a Stage subclass (got None)"),
+    ([("tiny:invert", REF)], "a registered name may not contain ':'"),
     ([("no_params", "shiftforge_tiny_ext.broken:NoParams")], "has no Params model"),
     ([("no_version", "shiftforge_tiny_ext.broken:NoVersion")], "has no string `version`"),
     ([("wrong_tag", "shiftforge_tiny_ext.broken:WrongTag")], "Params.stage must be Literal['wrong_tag']"),
