@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, ValidationInfo
 
 SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
@@ -28,6 +28,25 @@ class UsageError(Exception):
 
 # validation-context key: the folder of the manifest file being validated
 MANIFEST_DIR = "manifest_dir"
+
+
+class ManifestStr(str):
+    """A path joined to the manifest's folder that remembers how the manifest wrote it.
+
+    Code uses it as the joined path; JSON dumps (provenance, fingerprints, the
+    manifest sha256) record the path as written, so moving a project folder
+    changes no fingerprint (file contents are fingerprinted by sha256 anyway).
+    """
+
+    as_written: str
+
+    def __new__(cls, joined: str, as_written: str) -> ManifestStr:
+        obj = super().__new__(cls, joined)
+        obj.as_written = as_written
+        return obj
+
+    def __reduce__(self) -> tuple:
+        return ManifestStr, (str(self), self.as_written)
 
 
 def resolve_manifest_path(value: Any, info: ValidationInfo, only_if_exists: bool = False) -> Any:
@@ -48,17 +67,22 @@ def resolve_manifest_path(value: Any, info: ValidationInfo, only_if_exists: bool
     joined = os.path.normpath(Path(base) / value)
     if only_if_exists and not value.startswith(("./", "../")) and not os.path.exists(joined):
         return value
-    return joined
+    return ManifestStr(joined, getattr(value, "as_written", value))
 
 
-# a file or folder named in a manifest; relative to the manifest's folder
-ManifestPath = Annotated[str, AfterValidator(resolve_manifest_path)]
-# a local folder relative to the manifest's folder, or else a hub repo id kept as written
+def _as_written(value: str) -> str:
+    return getattr(value, "as_written", value)
+
+
 def _resolve_path_or_id(value: Any, info: ValidationInfo) -> Any:
     return resolve_manifest_path(value, info, only_if_exists=True)
 
 
-ManifestPathOrId = Annotated[str, AfterValidator(_resolve_path_or_id)]
+_WRITTEN = PlainSerializer(_as_written, return_type=str, when_used="json")
+# a file or folder named in a manifest; relative to the manifest's folder
+ManifestPath = Annotated[str, AfterValidator(resolve_manifest_path), _WRITTEN]
+# a local folder relative to the manifest's folder, or else a hub repo id kept as written
+ManifestPathOrId = Annotated[str, AfterValidator(_resolve_path_or_id), _WRITTEN]
 
 
 class StageParams(BaseModel):

@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 from pydantic import AfterValidator, BaseModel
 
-from pipeline.manifest import load_manifest, parse_release
+from pipeline.manifest import load_manifest, manifest_sha256, parse_release
 from pipeline.plan import plan_release
 from pipeline.sources import available_sources
 from stages import available_stages
@@ -43,6 +43,16 @@ def test_source_paths_join_the_manifest_folder_not_the_working_directory(tmp_pat
     assert found.labels_csv == str(tmp_path / "project" / "manifests" / "labels.csv")
     # relative to the working directory, the manifest path itself is resolved first
     assert load_manifest(Path("../project/manifests/release.yaml")).source.path == str(tmp_path / "project/images")
+
+
+def test_provenance_and_fingerprints_record_paths_as_written(tmp_path):
+    data = release({"kind": "folder", "path": "../images", "labels_csv": "labels.csv"})
+    first, second = (load_manifest(write(tmp_path / where / "m", data)) for where in ("a", "b"))
+    assert (first.source.path, second.source.path) == (str(tmp_path / "a/images"), str(tmp_path / "b/images"))
+    dumped = first.model_dump(mode="json")["source"]
+    assert (dumped["path"], dumped["labels_csv"]) == ("../images", "labels.csv")
+    assert manifest_sha256(first) == manifest_sha256(second) == manifest_sha256(parse_release(data))
+    assert first.model_dump()["source"]["path"] == str(tmp_path / "a/images")   # python dumps: the joined path
 
 
 def test_absolute_home_and_url_paths_stay_as_written(tmp_path):
