@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from stages.base import UsageError  # the command modules raise it as pipeline.cli.UsageError
+
 COMMAND_MODULES = [
     "pipeline.commands",      # build, plan, verify, preview, schema
     "pipeline.export",        # export (medmnist-c)
@@ -20,10 +22,6 @@ COMMAND_MODULES = [
     "stages.generative.cli",  # train-slider
     "pipeline.evaluate.cli",  # evaluate
 ]
-
-
-class UsageError(Exception):
-    """Bad input from the user (exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from pipeline.manifest import ManifestError
+    from stages.registry import ExtensionError
     try:
         return int(args.func(args) or 0)
-    except (ManifestError, UsageError) as exc:
+    except (ManifestError, UsageError, ExtensionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `shiftforge plan … | head`: the reader has all it wanted

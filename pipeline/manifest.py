@@ -16,8 +16,10 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from pipeline.sources import available_sources
-from stages import available_stages
+from pipeline.sources import available_sources, get_source, source_spec_model
+from stages import available_stages, get_stage, stage_params_model
+from stages.base import MANIFEST_DIR
+from stages.registry import ExtensionError, is_reference
 
 ROOT_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -75,10 +77,11 @@ def _filters_field() -> tuple[Any, Any]:
 
 
 @cache
-def release_model() -> type[BaseModel]:
-    """The `Release` pydantic model over the stages and sources present."""
-    stage_params = [cls.Params for cls in available_stages().values()]
-    source_specs = [cls.Spec for cls in available_sources().values()]
+def release_model(stage_refs: tuple[str, ...] = (), source_refs: tuple[str, ...] = ()) -> type[BaseModel]:
+    """The `Release` pydantic model over the stages and sources present, plus the
+    classes a manifest names directly ("module:Class")."""
+    stage_params = [cls.Params for cls in available_stages().values()] + [stage_params_model(r) for r in stage_refs]
+    source_specs = [cls.Spec for cls in available_sources().values()] + [source_spec_model(r) for r in source_refs]
     model = create_model(
         "Release",
         __config__=ConfigDict(extra="forbid", frozen=True),
@@ -107,13 +110,19 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_release(data: Any, origin: str = "<manifest>") -> BaseModel:
+def parse_release(data: Any, origin: str = "<manifest>", folder: Path | None = None) -> BaseModel:
+    """The validated release; relative paths in it are joined to `folder` (the
+    manifest file's folder) when given, else left relative to the working directory."""
     if not isinstance(data, dict):
         raise ManifestError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     try:
         # strict, through JSON: `true` is no severity and "1e12" no count, while YAML lists still
         # fill tuples; values YAML has but JSON lacks (dates) arrive as their text
-        release = release_model().model_validate_json(json.dumps(data, default=str), strict=True)
+        context = None if folder is None else {MANIFEST_DIR: str(folder)}
+        release = release_model(*class_references(data)).model_validate_json(
+            json.dumps(data, default=str), strict=True, context=context)
+    except ExtensionError as exc:
+        raise ManifestError(f"{origin}: {exc}") from None
     except ValidationError as exc:
         raise ManifestError(_invalid(origin, format_validation_error(exc).splitlines())) from None
     problems = cross_section_problems(release)
@@ -129,11 +138,21 @@ def _invalid(origin: str, lines: list[str]) -> str:
     return f"{origin}: invalid release manifest\n" + "\n".join(lines)
 
 
+def class_references(data: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The "module:Class" names a manifest uses as `stage:` and as `source.kind`."""
+    shifts = data.get("shifts")
+    stages = {s["stage"] for s in shifts if isinstance(s, dict) and is_reference(s.get("stage"))} \
+        if isinstance(shifts, list) else set()
+    source = data.get("source")
+    kinds = (source["kind"],) if isinstance(source, dict) and is_reference(source.get("kind")) else ()
+    return tuple(sorted(stages)), kinds
+
+
 def cross_section_problems(release: BaseModel) -> list[str]:
     """Checks no single section can make alone (a shift vs the output encoding, filters vs shifts)."""
     problems = []
     for i, spec in enumerate(release.shifts):
-        stage = available_stages()[spec.stage]
+        stage = get_stage(spec.stage)
         if getattr(stage, "requires_lossless", False) and release.output.encoding != "png":
             problems.append(f"output.encoding: shifts.{i} ({spec.stage}) needs lossless output, so "
                             f"'png' is required (got {release.output.encoding!r}); JPEG destroys the shift")
@@ -147,7 +166,7 @@ def cross_section_problems(release: BaseModel) -> list[str]:
     if getattr(release, "filters", None) is not None:
         from stages.filters import release_problems
 
-        problems.extend(release_problems(release))
+        problems.extend(release_problems(release, get_source(release.source.kind)))
     return problems
 
 
@@ -165,7 +184,7 @@ def load_manifest(path: str | Path) -> BaseModel:
         raise ManifestError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    return parse_release(data, origin=str(path))
+    return parse_release(data, origin=str(path), folder=path.absolute().parent)
 
 
 def manifest_sha256(release: BaseModel) -> str:

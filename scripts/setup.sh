@@ -12,4 +12,5 @@ if [ "${SHIFTFORGE_TORCH:-}" != "skip" ]; then
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
 fi
 .venv/bin/python -m pip install --quiet -e ".[models,test]"
+.venv/bin/python -m pip install --quiet -e tests/extension_pkg  # the tiny third-party extension the tests use
 echo "shiftforge is installed in $(pwd)/.venv" >&2

@@ -2,7 +2,9 @@
 
 The registry maps the manifest's `stage:` name to its module; modules are
 imported on demand and must not import torch/diffusers/transformers at module
-level (manifest validation imports every stage's params model).
+level (manifest validation imports every stage's params model). Third-party
+stages join through the `shiftforge.stages` entry-point group, or are named
+in a manifest as "package.module:Class" (see stages.registry).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from functools import cache
 
 from stages.base import Batch, Stage, StageParams, Variant
-from stages.registry import import_registry
+from stages.registry import Contract, import_registry, lookup, reference_model, registered
 
 STAGE_MODULES: dict[str, str] = {
     "corruptions": "stages.corruptions",
@@ -21,18 +23,25 @@ STAGE_MODULES: dict[str, str] = {
     "metashift": "stages.metashift",
 }
 
+STAGE_CONTRACT = Contract(what="stage", group="shiftforge.stages", base=Stage, model_attr="Params",
+                          model_base=StageParams, name_attr="name", tag="stage", module_attr="STAGE",
+                          required=("version",))
+
 
 @cache
 def available_stages() -> dict[str, type[Stage]]:
-    """Every registered stage class, by manifest name."""
-    return import_registry(STAGE_MODULES, "STAGE")
+    """Every registered stage class, by manifest name: built-in, then entry points."""
+    return registered(import_registry(STAGE_MODULES, "STAGE"), STAGE_CONTRACT)
 
 
 def get_stage(name: str) -> type[Stage]:
-    stages = available_stages()
-    if name not in stages:
-        raise KeyError(f"unknown stage {name!r}; available: {', '.join(sorted(stages))}")
-    return stages[name]
+    """The stage class for a manifest `stage:` (a registered name or "module:Class")."""
+    return lookup(name, available_stages(), STAGE_CONTRACT)
 
 
-__all__ = ["Batch", "Stage", "StageParams", "Variant", "available_stages", "get_stage"]
+def stage_params_model(name: str) -> type[StageParams]:
+    """The params model a manifest entry with this `stage:` validates against."""
+    return reference_model(name, STAGE_CONTRACT) if ":" in name else get_stage(name).Params
+
+
+__all__ = ["Batch", "Stage", "StageParams", "Variant", "available_stages", "get_stage", "stage_params_model"]

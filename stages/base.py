@@ -10,14 +10,79 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, ValidationInfo
 
 SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+class UsageError(Exception):
+    """Bad input from the user (exit 2)."""
+
+
+# validation-context key: the folder of the manifest file being validated
+MANIFEST_DIR = "manifest_dir"
+
+
+class ManifestStr(str):
+    """A path joined to the manifest's folder that remembers how the manifest wrote it.
+
+    Code uses it as the joined path; JSON dumps (provenance, fingerprints, the
+    manifest sha256) record the path as written, so moving a project folder
+    changes no fingerprint (file contents are fingerprinted by sha256 anyway).
+    """
+
+    as_written: str
+
+    def __new__(cls, joined: str, as_written: str) -> ManifestStr:
+        obj = super().__new__(cls, joined)
+        obj.as_written = as_written
+        return obj
+
+    def __reduce__(self) -> tuple:
+        return ManifestStr, (str(self), self.as_written)
+
+
+def resolve_manifest_path(value: Any, info: ValidationInfo, only_if_exists: bool = False) -> Any:
+    """A relative path in a manifest, joined to the manifest's folder (as compose files do).
+
+    Absolute paths, `~` paths and URLs (`scheme://`) stay as written, and so does
+    everything when the manifest did not come from a file (no folder in the
+    validation context: then paths stay relative to the working directory).
+    With `only_if_exists`, for a field that takes a path or a hub repo id, the
+    value is joined only when it starts with ./ or ../ or names something that
+    exists in the manifest's folder.
+    """
+    base = (info.context or {}).get(MANIFEST_DIR) if isinstance(info.context, dict) else None
+    if base is None or not isinstance(value, str) or not value or "://" in value or value.startswith("~"):
+        return value
+    if Path(value).is_absolute():
+        return value
+    joined = os.path.normpath(Path(base) / value)
+    if only_if_exists and not value.startswith(("./", "../")) and not os.path.exists(joined):
+        return value
+    return ManifestStr(joined, getattr(value, "as_written", value))
+
+
+def _as_written(value: str) -> str:
+    return getattr(value, "as_written", value)
+
+
+def _resolve_path_or_id(value: Any, info: ValidationInfo) -> Any:
+    return resolve_manifest_path(value, info, only_if_exists=True)
+
+
+_WRITTEN = PlainSerializer(_as_written, return_type=str, when_used="json")
+# a file or folder named in a manifest; relative to the manifest's folder
+ManifestPath = Annotated[str, AfterValidator(resolve_manifest_path), _WRITTEN]
+# a local folder relative to the manifest's folder, or else a hub repo id kept as written
+ManifestPathOrId = Annotated[str, AfterValidator(_resolve_path_or_id), _WRITTEN]
 
 
 class StageParams(BaseModel):

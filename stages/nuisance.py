@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stages.base import Batch, Preparation, Stage, Variant
+from stages.base import Batch, ManifestPath, Preparation, Stage, Variant
 from stages.generative.spec import (
     DEFAULT_SCALES,
     DiffusionParams,
@@ -45,7 +45,7 @@ class SliderSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shift: str = Field(min_length=1, description="shift name, e.g. 'heavy snow'; one output config per shift")
-    path: str = Field(min_length=1, description="LoRA slider .safetensors (from `shiftforge train-slider`)")
+    path: ManifestPath = Field(min_length=1, description="LoRA slider .safetensors (from `shiftforge train-slider`)")
     class_name: str | None = Field(default=None, description="class this slider was trained for; none = any")
     train: SliderTrainingSettings | None = Field(
         default=None, description="train the slider into `path` before generation (needs class_name)"

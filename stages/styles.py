@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from stages.base import Batch, Stage, StageParams, Variant
+from stages.base import Batch, ManifestPathOrId, Stage, StageParams, Variant
 from stages.generative.spec import NEGATIVE_PROMPT, DeviceName, DtypeName, gpu_resources
 
 Domain = Literal["sketch", "cartoon", "painting", "weather", "handmake", "tattoo"]
@@ -38,7 +38,7 @@ class StylesParams(StageParams):
     stage: Literal["styles"]
     domains: list[Domain] = Field(default_factory=lambda: list(DOMAINS), min_length=1)
     backend: Literal["diffusion", "procedural"] = "diffusion"
-    model: str | None = Field(
+    model: ManifestPathOrId | None = Field(
         default=None, description="diffusers folder or cached repo id (diffusion backend)"
     )
     revision: str | None = None

@@ -22,14 +22,15 @@ from pydantic import Field
 from pipeline.imagefile import decode_image
 from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key, sha256_bytes
 from pipeline.sources.unique_keys import UniqueKeys
+from stages.base import ManifestPath
 
 ANNOTATION_FIELDS = ("id", "category_id", "bbox", "area", "iscrowd")
 
 
 class CocoSpec(SourceSpec):
     kind: Literal["coco"]
-    images: str = Field(description="folder holding the image files named in the json")
-    annotations: str = Field(description="COCO instances json (images, annotations, categories)")
+    images: ManifestPath = Field(description="folder holding the image files named in the json")
+    annotations: ManifestPath = Field(description="COCO instances json (images, annotations, categories)")
     limit: int | None = Field(default=None, ge=1, description="only the first N images (by id)")
 
 

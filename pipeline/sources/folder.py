@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 from pipeline.imagefile import MAX_PIXELS, decode_image
 from pipeline.sources.base import ContainedFiles, Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key
 from pipeline.sources.unique_keys import UniqueKeys
+from stages.base import ManifestPath
 
 DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"]
 # sha256 of no bytes: the hash of an item that could not be read while indexing
@@ -36,8 +37,8 @@ DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", 
 
 class FolderSpec(SourceSpec):
     kind: Literal["folder"]
-    path: str = Field(description="folder holding the images (class = first sub-folder)")
-    labels_csv: str | None = Field(default=None, description="CSV with columns file,label (file relative "
+    path: ManifestPath = Field(description="folder holding the images (class = first sub-folder)")
+    labels_csv: ManifestPath | None = Field(default=None, description="CSV with columns file,label (file relative "
                                    "to path); overrides the sub-folder classes")
     extensions: list[str] = Field(default=DEFAULT_EXTENSIONS, min_length=1,
                                   description="file extensions to take, case-insensitive")

@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key, sha256_bytes
+from stages.base import ManifestPath
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")          # zip local file header, 30 bytes
 _FLAG_FROM_NAME = re.compile(r"^(?P<flag>.+?)(?:_(?P<size>\d+))?$")
@@ -36,7 +37,7 @@ _HASH_BLOCK_BYTES = 8 << 20
 
 class NpzSpec(SourceSpec):
     kind: Literal["npz"]
-    path: str = Field(description="MedMNIST-style .npz file")
+    path: ManifestPath = Field(description="MedMNIST-style .npz file")
     split: Literal["train", "val", "test"] = "test"
     flag: str | None = Field(default=None, description="dataset name, e.g. pathmnist; default: "
                              "inferred from the file name {flag}.npz or {flag}_{size}.npz")

@@ -30,6 +30,7 @@ from pydantic import Field
 from pipeline.imagefile import MAX_PIXELS, decode_image
 from pipeline.sources.base import ContainedFiles, Loaded, Source, SourceItem, SourceSpec, safe_key
 from pipeline.sources.unique_keys import UniqueKeys
+from stages.base import ManifestPath
 from stages.metashift.splits import SplitRequest, SplitResult
 from stages.metashift.subsets import AttributeVocabulary, ContextKind, Thresholds
 
@@ -38,11 +39,11 @@ from stages.metashift.subsets import AttributeVocabulary, ContextKind, Threshold
 
 class SceneGraphSpec(SourceSpec):
     kind: Literal["scene_graph"]
-    scene_graphs: str = Field(
+    scene_graphs: ManifestPath = Field(
         description="GQA/Visual Genome *_sceneGraphs.json, or a CSV/Parquet table with "
         "columns image_id, objects[, attributes]"
     )
-    images: str = Field(description="folder holding the image files")
+    images: ManifestPath = Field(description="folder holding the image files")
     image_pattern: str = Field(
         default="{image_id}.jpg", pattern=r"\{image_id\}", description="file name of an image inside `images`"
     )

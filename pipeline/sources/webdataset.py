@@ -40,14 +40,16 @@ from pipeline.sources.base import (
     sha256_bytes,
 )
 from pipeline.sources.unique_keys import UniqueKeys
+from stages.base import ManifestPath
 
 DEFAULT_IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pgm", "gif"]
 
 
 class WebDatasetSpec(SourceSpec):
     kind: Literal["webdataset"]
-    urls: str | list[str] = Field(description="shard paths or fsspec URLs, one or a list; brace "
-                                  "patterns such as data-{000..009}.tar are expanded")
+    urls: ManifestPath | list[ManifestPath] = Field(
+        description="shard paths or fsspec URLs, one or a list; brace patterns such as data-{000..009}.tar "
+                    "are expanded")
     image_extensions: list[str] = Field(default=DEFAULT_IMAGE_EXTENSIONS, min_length=1,
                                         description="member extensions taken as the image, first match wins")
     max_pixels: int = Field(default=MAX_PIXELS, ge=1, description="larger images are refused "

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stages.adversarial.preprocessing import Preprocessing, from_processor_config
+from stages.base import ManifestPath
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".jit")
 GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
@@ -49,7 +50,8 @@ class ClassifierSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(description="transformers model directory, .pt2 (torch.export) or TorchScript file")
+    path: ManifestPath = Field(
+        description="transformers model directory, .pt2 (torch.export) or TorchScript file")
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$",
                              description="name used in provenance; default: the file/directory stem")
     format: Literal["auto", "transformers", "export", "torchscript"] = "auto"

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from stages.base import Batch
+from stages.base import Batch, ManifestPathOrId
 from stages.filters.base import Filter, FilterParams
 
 
 class ModelParams(FilterParams):
-    model: str = Field(description="local model directory (or a model id in the local HF cache)")
+    model: ManifestPathOrId = Field(description="local model directory (or a model id in the local HF cache)")
 
     @field_validator("model")
     @classmethod

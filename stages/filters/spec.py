@@ -16,7 +16,7 @@ filters:
 
 A threshold is a number (the minimum a score must reach) or `{min, max}`.
 Thresholds in the manifest override those of an included file; an included
-file's path is relative to the working directory. The included values are
+file's path is relative to the manifest's folder. The included values are
 resolved at validation, so the release's resolved manifest records them.
 """
 
@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from stages.base import ManifestPath, resolve_manifest_path
 from stages.filters.base import Filter, Threshold
 from stages.filters.clip import FILTERS as CLIP_FILTERS
 from stages.filters.dedup import FILTERS as DEDUP_FILTERS
@@ -60,7 +61,7 @@ def read_include(path: str) -> dict[str, Any]:
 class FiltersSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    include: str | None = Field(default=None, description="YAML file with `thresholds` (and `rule`)")
+    include: ManifestPath | None = Field(default=None, description="YAML file with `thresholds` (and `rule`)")
     chain: list[FilterEntry] = Field(min_length=1, description="filters, run in this order")
     thresholds: dict[str, Threshold] = Field(default={}, description="score name -> min (or {min, max})")
     rule: Rule = Rule()
@@ -68,10 +69,10 @@ class FiltersSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _merge_include(cls, data: Any) -> Any:
+    def _merge_include(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict) or not data.get("include"):
             return data
-        included = read_include(data["include"])
+        included = read_include(resolve_manifest_path(data["include"], info))
         merged = dict(data)
         merged["thresholds"] = {**(included.get("thresholds") or {}), **(data.get("thresholds") or {})}
         if "rule" not in data and "rule" in included:
@@ -108,25 +109,25 @@ class FiltersSpec(BaseModel):
         return set().union(*(FILTER_CLASSES[entry.filter].needs for entry in self.chain))
 
 
-def release_problems(release: Any) -> list[str]:
-    """Problems between a release's filters and its shifts that one section alone cannot see.
+def release_problems(release: Any, source: type) -> list[str]:
+    """Problems between a release's filters, its shifts and its source class that one section
+    alone cannot see.
 
     Reference filters and `complete_trajectory` compare the scales of a trajectory, so some shift
     must emit several samples per input (`Stage.outputs_per_input` > 1)."""
     spec = getattr(release, "filters", None)
     if spec is None:
         return []
-    return _class_name_problems(release, spec) + _trajectory_problems(release, spec)
+    return _class_name_problems(release, spec, source) + _trajectory_problems(release, spec)
 
 
-def _class_name_problems(release: Any, spec: FiltersSpec) -> list[str]:
+def _class_name_problems(release: Any, spec: FiltersSpec, source: type) -> list[str]:
     """A filter that prompts with the class name on a source that never has one."""
     if "class_name" not in spec.needs():
         return []
-    from pipeline.sources import available_sources
     from stages import get_stage
 
-    if available_sources()[release.source.kind].provides_class_names is not False:
+    if source.provides_class_names is not False:
         return []
     if any(getattr(get_stage(p.stage), "provides_class_names", False) for p in release.shifts):
         return []

@@ -43,7 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train_slider(args: argparse.Namespace) -> int:
-    from pipeline.cli import UsageError
+    from stages.base import UsageError
 
     checks = {
         "--steps": args.steps >= 1,

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stages.base import StageParams
+from stages.base import ManifestPathOrId, StageParams
 
 # CNS-Bench's negative prompt (REFERENCE §3).
 NEGATIVE_PROMPT = "blurry,text,caption,lowquality,lowresolution,low res,grainy,ugly"
@@ -24,7 +24,7 @@ DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 class DiffusionParams(StageParams):
     """Which diffusers pipeline to load and how to run it."""
 
-    model: str = Field(description="local diffusers folder, or a repo id already in the local HF cache")
+    model: ManifestPathOrId = Field(description="local diffusers folder, or a repo id already in the local HF cache")
     revision: str | None = Field(default=None, description="HF cache revision (commit, branch or tag)")
     device: DeviceName = Field(default="auto", description="auto: cuda when available, else cpu")
     dtype: DtypeName = Field(default="auto", description="auto: bfloat16 on cuda, float32 on cpu")
