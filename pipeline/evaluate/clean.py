@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from pipeline.evaluate.models import EvalModel, predictor_for, resolve_device
-from pipeline.evaluate.runner import EvalOptions, batches, parquet_bytes
+from pipeline.evaluate.predict import EvalOptions, batches, parquet_bytes
 from pipeline.evaluate.shards import EvalUnit, ReleaseError
 from pipeline.records import ShardRecord
 from pipeline.writers.files import ReleaseStore

@@ -10,32 +10,22 @@ shard sha256, options, code version) and part sha256 stand in the journal.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipeline.evaluate.clean import evaluate_source_unit
 from pipeline.evaluate.models import EvalModel, predictor_for, resolve_device
+from pipeline.evaluate.predict import EvalOptions, batches, parquet_bytes
 from pipeline.evaluate.shards import EvalUnit, read_shard
 from pipeline.journal import JournalWriter, read_journal
 from pipeline.records import ShardRecord
 from pipeline.writers.files import ReleaseStore
 
 EVAL_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    batch_size: int = 64
-    topk: int = 5
-    device: str = "auto"          # auto | cpu | cuda
-    gpu: bool = False             # submit tasks with resources={"GPU": 1}
-
-    def fingerprint_fields(self) -> dict[str, Any]:
-        return {"batch_size": self.batch_size, "topk": self.topk, "device": resolve_device(self.device)}
 
 
 def work_dir(out: Path, model: EvalModel) -> Path:
@@ -69,8 +59,6 @@ def evaluate_shard(unit: EvalUnit, release: str, work: str, model: EvalModel, op
     """On a worker: predictions for every sample of one shard, written as one Parquet part
     (or, with `source` = (source spec, items), for a slice of the clean source)."""
     if source is not None:
-        from pipeline.evaluate.clean import evaluate_source_unit
-
         return evaluate_source_unit(unit, source[1], source[0], work, model, options)
     started = time.perf_counter()
     predictor = predictor_for(model, resolve_device(options.device), options.topk)  # loads once per process
@@ -91,31 +79,6 @@ def evaluate_shard(unit: EvalUnit, release: str, work: str, model: EvalModel, op
                        seconds=round(time.perf_counter() - started, 4),
                        rows=[{"load_seconds": round(loaded - started, 4), "predict_seconds": round(predicting, 4),
                               "cpu_seconds": round(time.thread_time() - cpu, 4)}])
-
-
-def batches(samples, size: int):
-    """Runs of at most `size` consecutive images of one shape (COCO images differ in size)."""
-    keys, images = [], []
-    for key, image in samples:
-        if images and (len(images) == size or image.shape != images[0].shape):
-            yield keys, images
-            keys, images = [], []
-        keys.append(key)
-        images.append(image)
-    if images:
-        yield keys, images
-
-
-def parquet_bytes(keys: list[str], records: list[dict[str, Any]]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = {"key": keys}
-    for name in (records[0] if records else {}):
-        columns[name] = [r[name] for r in records]
-    sink = io.BytesIO()
-    pq.write_table(pa.table(columns), sink, compression="zstd")
-    return sink.getvalue()
 
 
 def run_model(client: Any, release: Path, out: Path, model: EvalModel, units: list[EvalUnit],

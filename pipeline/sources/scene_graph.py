@@ -106,7 +106,7 @@ def compute_split(spec: SceneGraphSpec) -> SplitResult:
     """Read the metadata and build the requested split; any problem is a `ManifestError`."""
     from pipeline.manifest import ManifestError
     from stages.metashift.scene_graphs import MetaShiftError, read_records
-    from stages.metashift.splits import make_split
+    from stages.metashift.subpopulation import make_split
     from stages.metashift.subsets import ContextIndex, SubsetCatalog
 
     if not Path(spec.images).expanduser().is_dir():

@@ -144,14 +144,6 @@ class SplitResult:
         return out
 
 
-def make_split(catalog: SubsetCatalog, request: DomainSplit | SubpopulationSplit) -> SplitResult:
-    from stages.metashift.subpopulation import subpopulation_split
-
-    if isinstance(request, DomainSplit):
-        return domain_split(catalog, request)
-    return subpopulation_split(catalog, request)
-
-
 # -- (a) domain generalisation ----------------------------------------------
 
 

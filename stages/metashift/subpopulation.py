@@ -32,9 +32,11 @@ import numpy as np
 
 from stages.metashift.scene_graphs import MetaShiftError
 from stages.metashift.splits import (
+    DomainSplit,
     SplitResult,
     SubpopulationSplit,
     assign,
+    domain_split,
     in_several_classes,
     request_distances,
     sorted_assignments,
@@ -130,3 +132,10 @@ def _draw(rng: np.random.Generator, pool: np.ndarray, count: int, what: str) -> 
     if count > len(pool):
         raise MetaShiftError(f"{what}: asks for {count} images but only {len(pool)} are available")
     return np.sort(rng.choice(pool, size=count, replace=False))
+
+
+def make_split(catalog: SubsetCatalog, request: DomainSplit | SubpopulationSplit) -> SplitResult:
+    """The train/test assignment a split request asks for (domain or subpopulation)."""
+    if isinstance(request, DomainSplit):
+        return domain_split(catalog, request)
+    return subpopulation_split(catalog, request)
