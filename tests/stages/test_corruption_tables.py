@@ -1,0 +1,90 @@
+"""The ImageNet-C severity table, pinned value by value.
+
+The literals below are the parameters `imagecorruptions` 1.1.2 uses
+(`corruptions.py`, the `c = [...]` list of each corruption, severity 1..5),
+written out here so that a changed constant fails without the reference
+package installed. Zoom blur is stored as the (start, stop, step) of the
+`np.arange` the reference builds; elastic α is stored as the multiplier of
+the reference's `250 * m`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.corruptions.catalogue import CATALOGUE, COMMON, CORRUPTIONS, EXTRA, corrupt_pixels
+
+IMAGENET_C = {
+    "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38),
+    "shot_noise": (60, 25, 12, 5, 3),
+    "impulse_noise": (0.03, 0.06, 0.09, 0.17, 0.27),
+    "defocus_blur": ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
+    "glass_blur": ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
+    "motion_blur": ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
+    "zoom_blur": ((1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03)),
+    "snow": ((0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+             (0.55, 0.3, 4, 0.9, 12, 8, 0.7), (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+             (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)),
+    "frost": ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
+    "fog": ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)),
+    "brightness": (0.1, 0.2, 0.3, 0.4, 0.5),
+    "contrast": (0.4, 0.3, 0.2, 0.1, 0.05),
+    "elastic_transform": (0.05, 0.065, 0.085, 0.1, 0.12),
+    "pixelate": (0.6, 0.5, 0.4, 0.3, 0.25),
+    "jpeg_compression": (25, 18, 15, 10, 7),
+    "speckle_noise": (0.15, 0.2, 0.35, 0.45, 0.6),
+    "gaussian_blur": (1, 2, 3, 4, 6),
+    "spatter": ((0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
+                (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)),
+    "saturate": ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)),
+}
+
+# how many zoom factors the reference's np.arange yields at severity 1..5, and the largest;
+# float steps make severity 1 include its stop value 1.11
+ZOOM_FACTORS = (12, 16, 11, 13, 11)
+ZOOM_LARGEST = (1.11, 1.15, 1.20, 1.24, 1.30)
+RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "snow", "frost",
+          "fog", "elastic_transform", "speckle_noise", "spatter"}
+
+
+def test_the_catalogue_names_the_19_corruptions_in_the_published_order():
+    assert CORRUPTIONS == list(IMAGENET_C)
+    assert COMMON == CORRUPTIONS[:15] and EXTRA == ["speckle_noise", "gaussian_blur", "spatter", "saturate"]
+
+
+@pytest.mark.parametrize("name", list(IMAGENET_C))
+def test_every_severity_uses_the_published_parameters(name):
+    levels = CATALOGUE[name].levels
+    assert len(levels) == 5
+    for severity, (ours, published) in enumerate(zip(levels, IMAGENET_C[name]), start=1):
+        assert ours == published, f"{name} severity {severity}"
+        assert type(ours) is type(published) or isinstance(ours, (int, float)), f"{name} severity {severity}"
+
+
+def test_zoom_levels_expand_to_the_published_number_of_factors():
+    counts = tuple(len(np.arange(*level)) for level in CATALOGUE["zoom_blur"].levels)
+    assert counts == ZOOM_FACTORS
+    largest = tuple(float(np.arange(*level)[-1]) for level in CATALOGUE["zoom_blur"].levels)
+    assert largest == pytest.approx(ZOOM_LARGEST, abs=1e-9)
+
+
+def test_only_the_stochastic_corruptions_are_marked_random():
+    assert {name for name, entry in CATALOGUE.items() if entry.random} == RANDOM
+
+
+@pytest.mark.parametrize("severity, expected", [(1, (76, 178)), (3, (102, 153)), (5, (121, 134))])
+def test_contrast_applies_the_level_of_its_severity(severity, expected):
+    # half black, half white: mean 0.5, so c = .4/.2/.05 gives 0.5 ± 0.5c
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, 4:] = 255
+    out, _ = corrupt_pixels(image, "contrast", severity, np.random.default_rng(0))
+    assert (int(out[0, 0, 0]), int(out[0, 7, 0])) == expected
+
+
+@pytest.mark.parametrize("severity, kept", [(1, 19), (3, 12), (5, 8)])
+def test_pixelate_down_scales_by_the_level_of_its_severity(severity, kept):
+    # a 32-px ramp boxed down to int(32·c) px keeps that many distinct columns
+    ramp = np.repeat(np.repeat((np.arange(32) * 8).astype(np.uint8)[None, :, None], 32, 0), 3, 2)
+    out, _ = corrupt_pixels(ramp, "pixelate", severity, np.random.default_rng(0))
+    assert len(np.unique(out[0, :, 0])) == kept

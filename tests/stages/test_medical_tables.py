@@ -1,0 +1,228 @@
+"""The MedMNIST-C catalogues, pinned value by value.
+
+The literals below are the `severity_params` of `medmnistc` 0.1.0
+(`corruptions/registry.py`, `CORRUPTIONS_DS`), written out so that a changed
+constant fails without the reference package installed. Zoom blur is the
+(start, stop, step) of the reference's `np.arange`. Where the reference lists
+a sixth value (retinamnist defocus_blur, chest/pneumonia gaussian_blur) it is
+never used: its dataset builder loops over severities 0..4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.medical import MedicalParams, MedicalStage, corrupt
+from stages.medical.catalogue import CATALOGUES, GROUPS, MODALITIES, RGB_DATASETS, level
+
+MEDMNIST_C = {
+    "pathmnist": {
+        "pixelate": (0.8, 0.6, 0.4, 0.3, 0.25),
+        "jpeg_compression": (50, 30, 15, 10, 7),
+        "defocus_blur": ((3, 0.1), (4, 0.1), (5, 0.2), (6, 0.2), (7, 0.3)),
+        "motion_blur": ((5, 5), (10, 5), (15, 5), (15, 8), (15, 12)),
+        "brightness_up": (1.1, 1.15, 1.2, 1.22, 1.25),
+        "brightness_down": (0.85, 0.8, 0.75, 0.72, 0.7),
+        "contrast_up": (1.1, 1.2, 1.3, 1.4, 1.6),
+        "contrast_down": (0.8, 0.7, 0.6, 0.55, 0.5),
+        "saturate": (0.05, 0.1, 0.15, 0.2, 0.25),
+        "stain_deposit": (1, 2, 3, 4, 5),
+        "bubble": ((7, 15), (10, 15), (12, 15), (15, 20), (17, 25)),
+    },
+    "bloodmnist": {
+        "pixelate": (0.6, 0.5, 0.4, 0.3, 0.25),
+        "jpeg_compression": (50, 30, 15, 10, 7),
+        "defocus_blur": ((2, 0.01), (3, 0.1), (4, 0.1), (5, 0.1), (6, 0.1)),
+        "motion_blur": ((3, 3), (5, 5), (10, 5), (10, 7), (10, 9)),
+        "brightness_up": (1.1, 1.2, 1.3, 1.35, 1.4),
+        "brightness_down": (0.9, 0.8, 0.7, 0.6, 0.5),
+        "contrast_up": (1.1, 1.15, 1.2, 1.25, 1.3),
+        "contrast_down": (0.9, 0.8, 0.7, 0.6, 0.5),
+        "saturate": (0.05, 0.1, 0.15, 0.17, 0.2),
+        "stain_deposit": (1, 2, 3, 3, 3),
+        "bubble": ((5, 10), (7, 10), (10, 10), (12, 12), (15, 12)),
+    },
+    "dermamnist": {
+        "pixelate": (0.7, 0.5, 0.4, 0.3, 0.25),
+        "jpeg_compression": (30, 20, 15, 10, 7),
+        "gaussian_noise": (0.04, 0.08, 0.12, 0.18, 0.26),
+        "speckle_noise": (0.05, 0.15, 0.2, 0.35, 0.45),
+        "impulse_noise": (0.01, 0.03, 0.06, 0.09, 0.17),
+        "shot_noise": (60, 25, 18, 10, 5),
+        "defocus_blur": ((4, 0.1), (5, 0.2), (6, 0.3), (7, 0.4), (8, 0.5)),
+        "motion_blur": ((10, 5), (15, 5), (15, 8), (15, 12), (20, 15)),
+        "zoom_blur": ((1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03)),
+        "brightness_up": (1.1, 1.2, 1.3, 1.4, 1.5),
+        "brightness_down": (0.9, 0.8, 0.7, 0.6, 0.5),
+        "contrast_up": (1.1, 1.2, 1.3, 1.4, 1.6),
+        "contrast_down": (0.8, 0.7, 0.6, 0.5, 0.4),
+        "black_corner": (1.1, 1.05, 1.0, 0.9, 0.95),
+        "characters": ((1, 6, 0.14), (2, 7, 0.15), (3, 8, 0.16), (4, 9, 0.17), (6, 10, 0.18)),
+    },
+    "retinamnist": {
+        "pixelate": (0.8, 0.6, 0.5, 0.4, 0.35),
+        "jpeg_compression": (30, 25, 20, 10, 5),
+        "gaussian_noise": (0.04, 0.08, 0.12, 0.16, 0.2),
+        "speckle_noise": (0.1, 0.15, 0.2, 0.25, 0.3),
+        "defocus_blur": ((4, 0.1), (5, 0.2), (6, 0.3), (7, 0.4), (8, 0.5)),  # the reference lists 6; severities use 1..5
+        "motion_blur": ((8, 5), (15, 5), (15, 8), (15, 12), (20, 15)),
+        "brightness_down": (0.9, 0.8, 0.7, 0.6, 0.5),
+        "contrast_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+    },
+    "tissuemnist": {
+        "pixelate": (0.4, 0.3, 0.2, 0.15, 0.1),
+        "jpeg_compression": (25, 20, 15, 10, 7),
+        "impulse_noise": (0.01, 0.015, 0.02, 0.025, 0.03),
+        "gaussian_blur": (13, 15, 17, 21, 25),
+        "brightness_up": (1.3, 1.4, 1.5, 1.6, 1.7),
+        "brightness_down": (0.8, 0.7, 0.6, 0.5, 0.4),
+        "contrast_up": (1.1, 1.2, 1.3, 1.4, 1.6),
+        "contrast_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+    },
+    "octmnist": {
+        "pixelate": (0.3, 0.25, 0.2, 0.15, 0.1),
+        "jpeg_compression": (30, 15, 10, 7, 5),
+        "speckle_noise": (0.15, 0.3, 0.4, 0.5, 0.6),
+        "defocus_blur": ((0.5, 0.6), (1, 0.5), (1.5, 0.1), (2.0, 0.5), (2.5, 0.1)),
+        "motion_blur": ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
+        "contrast_down": (0.6, 0.4, 0.3, 0.2, 0.15),
+    },
+    "breastmnist": {
+        "pixelate": (0.3, 0.25, 0.2, 0.15, 0.1),
+        "jpeg_compression": (50, 30, 15, 10, 7),
+        "speckle_noise": (0.1, 0.15, 0.2, 0.25, 0.3),
+        "motion_blur": ((5, 5), (9, 7), (9, 10), (13, 10), (17, 12)),
+        "brightness_up": (1.4, 1.5, 1.6, 1.8, 2.0),
+        "brightness_down": (0.55, 0.5, 0.45, 0.4, 0.3),
+        "contrast_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+    },
+    "chestmnist": {
+        "pixelate": (0.3, 0.25, 0.2, 0.15, 0.1),
+        "jpeg_compression": (50, 30, 15, 10, 7),
+        "gaussian_noise": (0.04, 0.08, 0.12, 0.18, 0.26),
+        "speckle_noise": (0.05, 0.15, 0.2, 0.35, 0.45),
+        "impulse_noise": (0.01, 0.03, 0.06, 0.09, 0.17),
+        "shot_noise": (60, 25, 18, 10, 5),
+        "gaussian_blur": (3, 5, 7, 9, 11),  # the reference lists 6; severities use 1..5
+        "brightness_up": (1.1, 1.2, 1.3, 1.4, 1.5),
+        "brightness_down": (0.9, 0.8, 0.7, 0.6, 0.5),
+        "contrast_up": (1.1, 1.2, 1.3, 1.4, 1.6),
+        "contrast_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+        "gamma_corr_up": (1.1, 1.2, 1.3, 1.4, 1.6),
+        "gamma_corr_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+    },
+    "pneumoniamnist": {
+        "pixelate": (0.8, 0.7, 0.6, 0.5, 0.4),
+        "jpeg_compression": (50, 30, 15, 10, 7),
+        "gaussian_noise": (0.04, 0.05, 0.06, 0.07, 0.08),
+        "speckle_noise": (0.05, 0.07, 0.1, 0.15, 0.2),
+        "impulse_noise": (0.005, 0.01, 0.013, 0.017, 0.02),
+        "shot_noise": (300, 200, 150, 100, 80),
+        "gaussian_blur": (3, 5, 7, 9, 11),  # the reference lists 6; severities use 1..5
+        "brightness_up": (1.1, 1.2, 1.3, 1.4, 1.5),
+        "brightness_down": (0.9, 0.8, 0.7, 0.6, 0.5),
+        "contrast_up": (1.1, 1.2, 1.3, 1.4, 1.6),
+        "contrast_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+        "gamma_corr_up": (1.1, 1.2, 1.3, 1.4, 1.6),
+        "gamma_corr_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+    },
+    "organamnist": {
+        "pixelate": (0.7, 0.6, 0.5, 0.4, 0.35),
+        "jpeg_compression": (50, 30, 15, 10, 7),
+        "gaussian_noise": (0.04, 0.08, 0.12, 0.16, 0.2),
+        "speckle_noise": (0.05, 0.1, 0.2, 0.3, 0.4),
+        "impulse_noise": (0.01, 0.02, 0.03, 0.05, 0.08),
+        "shot_noise": (200, 100, 50, 25, 15),
+        "gaussian_blur": (11, 13, 15, 17, 21),
+        "brightness_up": (1.2, 1.3, 1.4, 1.5, 1.6),
+        "brightness_down": (0.8, 0.75, 0.7, 0.65, 0.6),
+        "contrast_up": (1.3, 1.4, 1.6, 1.7, 1.8),
+        "contrast_down": (0.8, 0.7, 0.6, 0.55, 0.5),
+        "gamma_corr_up": (1.3, 1.4, 1.6, 1.8, 2.0),
+        "gamma_corr_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+    },
+    "organcmnist": {
+        "pixelate": (0.7, 0.6, 0.5, 0.4, 0.35),
+        "jpeg_compression": (50, 30, 15, 10, 7),
+        "gaussian_noise": (0.04, 0.08, 0.12, 0.16, 0.2),
+        "speckle_noise": (0.05, 0.1, 0.2, 0.3, 0.4),
+        "impulse_noise": (0.01, 0.02, 0.03, 0.05, 0.08),
+        "shot_noise": (200, 100, 50, 25, 15),
+        "gaussian_blur": (11, 13, 15, 17, 21),
+        "brightness_up": (1.2, 1.3, 1.4, 1.5, 1.6),
+        "brightness_down": (0.8, 0.75, 0.7, 0.65, 0.6),
+        "contrast_up": (1.3, 1.4, 1.6, 1.7, 1.8),
+        "contrast_down": (0.8, 0.7, 0.6, 0.55, 0.5),
+        "gamma_corr_up": (1.3, 1.4, 1.6, 1.8, 2.0),
+        "gamma_corr_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+    },
+    "organsmnist": {
+        "pixelate": (0.7, 0.6, 0.5, 0.4, 0.35),
+        "jpeg_compression": (50, 30, 15, 10, 7),
+        "gaussian_noise": (0.04, 0.08, 0.12, 0.16, 0.2),
+        "speckle_noise": (0.05, 0.1, 0.2, 0.3, 0.4),
+        "impulse_noise": (0.01, 0.02, 0.03, 0.05, 0.08),
+        "shot_noise": (200, 100, 50, 25, 15),
+        "gaussian_blur": (11, 13, 15, 17, 21),
+        "brightness_up": (1.2, 1.3, 1.4, 1.5, 1.6),
+        "brightness_down": (0.8, 0.75, 0.7, 0.65, 0.6),
+        "contrast_up": (1.3, 1.4, 1.6, 1.7, 1.8),
+        "contrast_down": (0.8, 0.7, 0.6, 0.55, 0.5),
+        "gamma_corr_up": (1.3, 1.4, 1.6, 1.8, 2.0),
+        "gamma_corr_down": (0.9, 0.8, 0.7, 0.6, 0.4),
+    },
+}
+
+
+def test_the_twelve_catalogues_list_the_published_corruptions_in_order():
+    assert list(CATALOGUES) == list(MEDMNIST_C)
+    for dataset, table in MEDMNIST_C.items():
+        assert list(CATALOGUES[dataset]) == list(table), dataset
+
+
+@pytest.mark.parametrize("dataset", list(MEDMNIST_C))
+def test_every_severity_uses_the_published_parameters(dataset):
+    for name, published in MEDMNIST_C[dataset].items():
+        for severity, value in enumerate(published, start=1):
+            assert level(dataset, name, severity) == value, f"{dataset} {name} severity {severity}"
+
+
+def test_colour_datasets_groups_and_modalities_are_the_published_ones():
+    assert RGB_DATASETS == {"bloodmnist", "dermamnist", "pathmnist", "retinamnist"}
+    assert GROUPS == {
+        "digital": ("pixelate", "jpeg_compression"),
+        "noise": ("gaussian_noise", "speckle_noise", "impulse_noise", "shot_noise"),
+        "blur": ("defocus_blur", "motion_blur", "zoom_blur", "gaussian_blur"),
+        "color": ("brightness_up", "brightness_down", "contrast_up", "contrast_down", "saturate"),
+        "task-specific": ("stain_deposit", "bubble", "black_corner", "characters",
+                          "gamma_corr_up", "gamma_corr_down"),
+    }
+    assert set(MODALITIES.values()) <= set(MEDMNIST_C)
+    assert MODALITIES["dermoscopy"] == "dermamnist" and MODALITIES["chest_xray"] == "chestmnist"
+
+
+def test_variants_carry_the_level_of_their_severity():
+    stage = MedicalStage(MedicalParams(stage="medical", catalogue="dermamnist",
+                                       corruptions=["contrast_down", "black_corner"]))
+    values = {v.config: v.params["value"] for v in stage.variants()}
+    assert values["dermamnist-contrast_down-s3"] == 0.6
+    assert values["dermamnist-black_corner-s4"] == 0.9
+    assert len(values) == 10
+
+
+@pytest.mark.parametrize("severity, expected", [(1, (20, 180)), (3, (39, 160)), (5, (60, 140))])
+def test_contrast_down_applies_the_level_of_its_severity(severity, expected):
+    # grey halves 0 and 200: mean luma 100, so factor f maps v to floor(100 + f·(v − 100)) in
+    # float32, as Pillow's ImageEnhance.Contrast does (0.6 → 39.999998 → 39; Pillow gives the same)
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, 4:] = 200
+    out = corrupt(image, "dermamnist", "contrast_down", severity)
+    assert (int(out[0, 0, 0]), int(out[0, 7, 0])) == expected
+
+
+@pytest.mark.parametrize("dataset, severity, expected", [
+    ("chestmnist", 1, 110), ("chestmnist", 5, 150), ("breastmnist", 5, 200), ("organamnist", 3, 140)])
+def test_brightness_up_applies_the_level_of_its_severity(dataset, severity, expected):
+    out = corrupt(np.full((4, 4), 100, np.uint8), dataset, "brightness_up", severity)
+    assert out.shape == (4, 4) and int(out[0, 0]) == expected
