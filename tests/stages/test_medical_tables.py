@@ -226,3 +226,57 @@ def test_contrast_down_applies_the_level_of_its_severity(severity, expected):
 def test_brightness_up_applies_the_level_of_its_severity(dataset, severity, expected):
     out = corrupt(np.full((4, 4), 100, np.uint8), dataset, "brightness_up", severity)
     assert out.shape == (4, 4) and int(out[0, 0]) == expected
+
+
+# --- grey catalogues: noise as MedMNIST-C's builder applied it (RGB, then L) -------------------------
+
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _pillow_luma(rgb: np.ndarray) -> np.ndarray:
+    """Pillow's 'L' conversion written from its definition: ITU-R 601-2 weights, 16-bit fixed point."""
+    weights = np.array([19595, 38470, 7471], np.int64)
+    return ((rgb.astype(np.int64) @ weights + 0x8000) >> 16).astype(np.uint8)
+
+
+@pytest.mark.parametrize("dataset, severity", [("chestmnist", 3), ("pneumoniamnist", 5), ("organamnist", 1)])
+def test_grey_gaussian_noise_has_the_spread_of_three_channel_draws_reduced_to_luma(dataset, severity):
+    sigma = level(dataset, "gaussian_noise", severity) * 255
+    out = corrupt(np.full((224, 224), 128, np.uint8), dataset, "gaussian_noise", severity, seed=3)
+    # independent N(0, σ) per channel, weighted by the luma weights: σ·|w| = 0.6686·σ
+    expected = sigma * float(np.sqrt((LUMA**2).sum()))
+    assert float(out.astype(np.float64).std()) == pytest.approx(expected, rel=0.03)
+    assert float(out.astype(np.float64).std()) < 0.75 * sigma    # a one-channel draw would give σ
+
+
+def test_grey_impulse_noise_takes_the_values_of_salted_rgb_triplets_reduced_to_luma():
+    out = corrupt(np.full((224, 224), 128, np.uint8), "chestmnist", "impulse_noise", 5, seed=0)
+    triplets = np.array(np.meshgrid([0, 128, 255], [0, 128, 255], [0, 128, 255])).reshape(3, -1).T
+    allowed = set(_pillow_luma(triplets).tolist())
+    values = set(np.unique(out).tolist())
+    assert values <= allowed
+    assert len(values) > 10      # a one-channel draw gives only 0, 128 and 255
+    # each channel is hit with probability .17, so about 1 − .83³ = 43 % of pixels change
+    assert float((out != 128).mean()) == pytest.approx(1 - 0.83**3, abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "speckle_noise", "impulse_noise", "shot_noise"])
+def test_grey_noise_is_the_luma_of_the_same_noise_on_the_stacked_image(name):
+    from stages.medical.transforms import transform
+
+    grey = np.random.default_rng(5).integers(0, 256, (32, 32, 1), dtype=np.uint8)
+    value = level("chestmnist", name, 4)
+    out, _ = transform(grey, name, value, 4, np.random.default_rng(9))
+    rgb, _ = transform(np.repeat(grey, 3, axis=2), name, value, 4, np.random.default_rng(9))
+    assert out.shape == (32, 32, 1)
+    assert np.array_equal(out[..., 0], _pillow_luma(rgb))
+    assert not np.array_equal(rgb[..., 0], rgb[..., 1])     # the channels drew independently
+
+
+def test_grey_deterministic_corruptions_stay_on_one_channel_unchanged():
+    from stages.medical.transforms import transform
+
+    grey = np.random.default_rng(5).integers(0, 256, (32, 32, 1), dtype=np.uint8)
+    out, _ = transform(grey, "gamma_corr_up", 1.4, 4, np.random.default_rng(0))
+    rgb, _ = transform(np.repeat(grey, 3, axis=2), "gamma_corr_up", 1.4, 4, np.random.default_rng(0))
+    assert np.array_equal(out[..., 0], rgb[..., 0])
