@@ -1,0 +1,162 @@
+"""Shard fingerprints, field by field: every manifest or source change that alters a
+shard's bytes changes the fingerprint of exactly the shards it alters, and changes
+that alter no byte change none."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from pipeline.manifest import parse_release
+from pipeline.plan import SourceIndex, plan_release
+from pipeline.sources import SourceItem
+
+BASE = {
+    "name": "fp", "version": "1.0.0", "seed": 7,
+    "source": {"kind": "samples", "images": ["astronaut"], "count": 5, "size": 32},
+    "shifts": [{"stage": "corruptions", "corruptions": ["gaussian_noise", "contrast"], "severities": [1, 3]}],
+    "output": {"formats": ["webdataset"], "samples_per_shard": 2},
+}
+ITEMS = [SourceItem(f"img-{i}", f"{i:064x}", i % 2, f"img-{i}.png") for i in range(5)]
+
+
+def fingerprints(manifest: dict | None = None, items: list[SourceItem] = ITEMS, **plan_kwargs) -> dict[str, str]:
+    release = parse_release(copy.deepcopy(manifest or BASE))
+    plan = plan_release(release, index=SourceIndex.from_items(items), source=object(), **plan_kwargs)
+    return {unit.shard_id: unit.fingerprint for unit in plan.units}
+
+
+def changed(manifest: dict) -> set[str]:
+    before, after = fingerprints(), fingerprints(manifest)
+    assert set(before) <= set(after) or set(after) <= set(before)
+    return {shard for shard in before.keys() & after.keys() if before[shard] != after[shard]}
+
+
+def edit(**changes) -> dict:
+    """BASE with dotted paths replaced, e.g. edit(**{"output.encoding": "jpg"})."""
+    manifest = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        *parents, last = path.split(".")
+        node = manifest
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[last] = value
+    return manifest
+
+
+ALL = set(fingerprints())
+
+
+def test_the_plan_has_one_distinct_fingerprint_per_shard():
+    assert len(ALL) == 12
+    assert len(set(fingerprints().values())) == 12
+
+
+@pytest.mark.parametrize("path, value", [
+    ("seed", 8),
+    ("name", "fp-renamed"),                      # stands in every sample's provenance
+    ("version", "1.0.1"),
+    ("output.encoding", "jpg"),
+    ("output.formats", ["webdataset", "zarr"]),
+])
+def test_a_release_wide_change_changes_every_fingerprint(path, value):
+    manifest = edit(**{path: value})
+    if path == "output.formats":
+        manifest["output"]["image_size"] = [32, 32]
+    assert changed(manifest) == ALL
+
+
+def test_jpeg_quality_changes_jpeg_shards_and_leaves_png_shards_alone():
+    jpeg = edit(**{"output.encoding": "jpg"})
+    before = fingerprints(jpeg)
+    jpeg["output"]["jpeg_quality"] = 80
+    after = fingerprints(jpeg)
+    assert all(before[s] != after[s] for s in before)
+    assert changed(edit(**{"output.jpeg_quality": 80})) == set()
+
+
+def test_zarr_image_size_changes_every_fingerprint():
+    with_zarr = edit(**{"output.formats": ["webdataset", "zarr"], "output.image_size": [32, 32]})
+    before = fingerprints(with_zarr)
+    with_zarr["output"]["image_size"] = [32, 48]
+    after = fingerprints(with_zarr)
+    assert all(before[s] != after[s] for s in before)
+
+
+def test_the_filters_fingerprint_changes_every_fingerprint():
+    before = fingerprints()
+    after = fingerprints(filters_fingerprint={"rule": "clip >= 0.2"})
+    assert all(before[s] != after[s] for s in before)
+
+
+def test_a_stage_version_bump_changes_that_stages_shards(monkeypatch):
+    from stages.corruptions import CorruptionStage
+
+    before = fingerprints()
+    monkeypatch.setattr(CorruptionStage, "version", CorruptionStage.version + ".post1")
+    after = fingerprints()
+    assert all(before[s] != after[s] for s in before)
+
+
+@pytest.mark.parametrize("field", ["key", "sha256", "label"])
+def test_a_changed_source_item_changes_only_the_shards_of_its_slice(field):
+    items = list(ITEMS)
+    old = items[2]
+    items[2] = SourceItem(old.key + "x" if field == "key" else old.key,
+                          "f" * 64 if field == "sha256" else old.sha256,
+                          7 if field == "label" else old.label, old.ref)
+    before, after = fingerprints(), fingerprints(items=items)
+    differ = {s for s in before if before[s] != after[s]}
+    # items 2 and 3 make shard 1 of every config
+    assert differ == {f"{c}/test-00001" for c in ("gaussian_noise-1", "gaussian_noise-3", "contrast-1", "contrast-3")}
+
+
+def test_an_image_edited_in_place_under_the_same_key_is_rebuilt(tmp_path):
+    """The real folder source: same key, new bytes -> new sha256 -> new fingerprint."""
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"img{i}.png"), np.full((16, 16, 3), 40 * i, np.uint8))
+    manifest = edit(source={"kind": "folder", "path": str(folder)})
+    manifest["output"]["samples_per_shard"] = 1
+
+    def plan():
+        return {u.shard_id: u.fingerprint for u in plan_release(parse_release(copy.deepcopy(manifest))).units}
+
+    before = plan()
+    cv2.imwrite(str(folder / "img1.png"), np.full((16, 16, 3), 41, np.uint8))
+    after = plan()
+    assert {s for s in before if before[s] != after[s]} == {
+        f"{c}/test-00001" for c in ("gaussian_noise-1", "gaussian_noise-3", "contrast-1", "contrast-3")}
+
+
+def test_an_item_added_at_the_end_changes_only_the_last_slice():
+    items = [*ITEMS, SourceItem("img-5", "5" * 64, 1, "img-5.png")]
+    before, after = fingerprints(), fingerprints(items=items)
+    assert {s for s in before if before[s] != after[s]} == {
+        f"{c}/test-00002" for c in ("gaussian_noise-1", "gaussian_noise-3", "contrast-1", "contrast-3")}
+
+
+def test_a_changed_severity_list_leaves_the_other_configs_alone():
+    after = fingerprints(edit(**{"shifts.0.severities": [3, 1, 5]}))
+    assert {s: after[s] for s in ALL} == fingerprints()
+
+
+def test_a_new_shift_entry_leaves_the_existing_shards_alone():
+    manifest = copy.deepcopy(BASE)
+    manifest["shifts"].append({"stage": "corruptions", "corruptions": ["pixelate"], "severities": [2]})
+    after = fingerprints(manifest)
+    assert len(after) == 15 and {s: after[s] for s in ALL} == fingerprints()
+
+
+@pytest.mark.parametrize("path, value", [
+    ("description", "a new description"),
+    ("license", "mit"),
+    ("output.jpeg_quality", 50),                 # PNG shards: quality is unused
+])
+def test_a_change_that_alters_no_shard_byte_changes_no_fingerprint(path, value):
+    assert changed(edit(**{path: value})) == set()
