@@ -272,6 +272,16 @@ def test_ops_work_on_one_channel(op, args):
     out = op(x, *[np.random.default_rng(1) if isinstance(a, str) else a for a in args])
     assert out.shape == x.shape and out.dtype == np.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
+    assert np.abs(out - x).mean() > 0.005                     # the op did something
+    if op not in PER_CHANNEL_DRAWS:
+        # one channel is a channel of the same op on the grey image stacked to RGB (up to float rounding)
+        stacked = op(np.repeat(x, 3, axis=2), *[np.random.default_rng(1) if isinstance(a, str) else a for a in args])
+        np.testing.assert_allclose(out[..., 0], stacked[..., 0], atol=1e-6)
+
+
+# ops whose draws (or textures) differ per channel, so one channel is not a channel of RGB
+PER_CHANNEL_DRAWS = {ops.gaussian_noise, ops.shot_noise, ops.impulse_noise, ops.speckle_noise, ops.frost,
+                     ops.spatter}
 
 
 def test_hsv_ops_need_three_channels():
