@@ -176,3 +176,35 @@ def test_sigkill_inside_a_shard_write_leaves_no_shard_and_the_rerun_completes(tm
     assert not list(out.rglob("*.tmp-*"))
     assert verify_release(out).ok
 
+
+
+def test_a_release_folder_without_a_journal_reads_as_empty(tmp_path):
+    from pipeline.writers.files import ReleaseStore
+
+    assert read_journal(tmp_path) == {}
+    assert read_journal(ReleaseStore(tmp_path)) == {}
+    (tmp_path / JOURNAL_NAME).write_bytes(b"")                 # created, killed before the first line
+    writer = JournalWriter(ReleaseStore(tmp_path))
+    writer.append(record(1))
+    assert (tmp_path / JOURNAL_NAME).read_text().count("\n") == 1
+    assert read_journal(ReleaseStore(tmp_path)) == {"c/test-00001": record(1)}
+
+
+def test_journal_lines_are_canonical_json_and_reopening_adds_no_blank_line(tmp_path):
+    JournalWriter(tmp_path).append(record(1))
+    JournalWriter(tmp_path).append(record(2))                  # reopened on an intact journal
+    lines = (tmp_path / JOURNAL_NAME).read_text().split("\n")
+    assert lines[2] == "" and len(lines) == 3
+    assert lines[0] == json.dumps(record(1).to_json(), sort_keys=True)
+    assert list(json.loads(lines[1])) == sorted(record(2).to_json())
+
+
+def test_compact_rewrites_the_journal_with_exactly_the_given_records(tmp_path):
+    writer = JournalWriter(tmp_path)
+    for i in (1, 2, 3):
+        writer.append(record(i))
+    writer.compact([record(3), record(1)])
+    lines = (tmp_path / JOURNAL_NAME).read_text().splitlines()
+    assert [json.loads(line)["shard_id"] for line in lines] == ["c/test-00003", "c/test-00001"]
+    assert read_journal(tmp_path) == {"c/test-00001": record(1), "c/test-00003": record(3)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [JOURNAL_NAME]
