@@ -160,3 +160,73 @@ def test_a_new_shift_entry_leaves_the_existing_shards_alone():
 ])
 def test_a_change_that_alters_no_shard_byte_changes_no_fingerprint(path, value):
     assert changed(edit(**{path: value})) == set()
+
+
+# --- the recipe itself: journals of existing releases hold these values, so a changed recipe
+# --- rebuilds every release; it is restated here from its definition --------------------------------
+
+
+def _canonical(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def test_the_fingerprint_recipe_is_stable():
+    import hashlib
+
+    manifest = edit(**{"output.encoding": "jpg", "output.jpeg_quality": 80})
+    release = parse_release(copy.deepcopy(manifest))
+    plan = plan_release(release, index=SourceIndex.from_items(ITEMS), source=object(),
+                        filters_fingerprint={"f": 1})
+    common = _canonical({"seed": 7, "name": "fp", "version": "1.0.0", "encoding": "jpg", "quality": 80,
+                         "formats": ["webdataset"], "image_size": None, "filters": {"f": 1}})
+    stage_fp = hashlib.sha256(_canonical(plan.stages[0].work_fingerprint()).encode()).hexdigest()
+    rows = "".join(f"{i.key}\x1f{i.sha256}\x1f{i.label!r}\n" for i in ITEMS[2:4])
+    slice_digest = hashlib.sha256(rows.encode()).hexdigest()
+    unit = next(u for u in plan.units if u.shard_id == "contrast-3/test-00001")
+    expected = hashlib.sha256(f"{common}|{stage_fp}|{unit.variant.token()}|{slice_digest}".encode()).hexdigest()
+    assert unit.fingerprint == expected
+
+
+def test_the_plan_carries_its_index_source_stages_and_units():
+    source = object()
+    index = SourceIndex.from_items(ITEMS)
+    plan = plan_release(parse_release(copy.deepcopy(BASE)), index=index, source=source)
+    assert plan.index is index and plan.source is source
+    assert [s.name for s in plan.stages] == ["corruptions"]
+    assert [(i, v.config) for i, v in plan.variants] == [
+        (0, "gaussian_noise-1"), (0, "gaussian_noise-3"), (0, "contrast-1"), (0, "contrast-3")]
+    assert plan.outputs == {c: 1 for c in ("gaussian_noise-1", "gaussian_noise-3", "contrast-1", "contrast-3")}
+    assert plan.outputs_per_input("contrast-3") == 1
+    unit = plan.units[5]
+    assert (unit.shard_id, unit.stage_index, unit.unit_index, unit.start, unit.stop) == (
+        "gaussian_noise-3/test-00002", 0, 2, 4, 5)
+    assert unit.variant.config == "gaussian_noise-3" and unit.variant.params["severity"] == 3
+
+
+def test_the_source_index_hands_back_its_items():
+    index = SourceIndex.from_items(ITEMS)
+    assert len(index) == 5 and index.item(3) == ITEMS[3] and index.items(1, 3) == ITEMS[1:3]
+    assert index.refs == [f"img-{i}.png" for i in range(5)]
+    assert index.digest() == index.slice_digest(0, 5) != index.slice_digest(1, 5)
+
+
+def test_a_missing_source_folder_is_bad_input_naming_the_source(tmp_path):
+    from pipeline.manifest import ManifestError
+
+    manifest = edit(source={"kind": "folder", "path": str(tmp_path / "missing")})
+    with pytest.raises(ManifestError, match=r"^source: .*missing"):
+        plan_release(parse_release(manifest))
+
+
+def test_a_stage_whose_model_is_missing_is_bad_input_naming_the_shift(monkeypatch):
+    from pipeline.manifest import ManifestError
+    from stages.corruptions import CorruptionStage
+
+    def missing(self):
+        raise FileNotFoundError("no weights at /models/x")
+
+    monkeypatch.setattr(CorruptionStage, "work_fingerprint", missing)
+    with pytest.raises(ManifestError, match=r"^shifts\.0 \(corruptions\): no weights at /models/x$"):
+        fingerprints()
