@@ -83,7 +83,7 @@ class CorruptionStage(Stage):
     """ImageNet-C corruptions; one variant per corruption × severity."""
 
     name = "corruptions"
-    version = "2"
+    version = "3"  # 3: pixelate shrinks with Pillow's box sampling, as the reference does
     Params = CorruptionsParams
     grid_fields = ("corruptions", "severities")
 

@@ -56,7 +56,7 @@ def _plain(op: Callable[[np.ndarray, Any], np.ndarray]) -> Transform:
 
 
 TRANSFORMS: dict[str, Transform] = {
-    "pixelate": lambda x, v, s, rng: (_on_floats(common.pixelate, x, v), {}),
+    "pixelate": lambda x, v, s, rng: (common.pixelate_pixels(x, v, enlarge="box"), {}),
     "jpeg_compression": lambda x, v, s, rng: (common.jpeg_pixels(x, v), {}),
     "gaussian_noise": _noise(common.gaussian_noise),
     "speckle_noise": _noise(common.speckle_noise),

@@ -88,3 +88,71 @@ def test_pixelate_down_scales_by_the_level_of_its_severity(severity, kept):
     ramp = np.repeat(np.repeat((np.arange(32) * 8).astype(np.uint8)[None, :, None], 32, 0), 3, 2)
     out, _ = corrupt_pixels(ramp, "pixelate", severity, np.random.default_rng(0))
     assert len(np.unique(out[0, :, 0])) == kept
+
+
+# --- pixelate: Pillow's BOX resampling, restated from its definition ---------------------------------
+
+
+def _box_coefficients(in_size: int, out_size: int) -> list[tuple[int, np.ndarray]]:
+    """Pillow's precompute_coeffs for the box filter, then its 22-bit fixed-point weights: output
+    pixel x averages the source pixels i with −½ < (i − centre + ½)/filterscale ≤ ½."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    rows = []
+    for x in range(out_size):
+        centre = (x + 0.5) * scale
+        first = max(int(centre - support + 0.5), 0)
+        last = min(int(centre + support + 0.5), in_size)
+        taps = np.array([1.0 if -0.5 < (i + first - centre + 0.5) * (1.0 / filterscale) <= 0.5 else 0.0
+                         for i in range(last - first)])
+        rows.append((first, np.floor(0.5 + taps / taps.sum() * (1 << 22)).astype(np.int64)))
+    return rows
+
+
+def _box_resize_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
+    moved = np.moveaxis(image.astype(np.int64), axis, 0)
+    out = []
+    for first, weights in _box_coefficients(moved.shape[0], size):
+        total = (1 << 21) + np.tensordot(weights, moved[first:first + len(weights)], axes=1)
+        out.append(np.clip(total >> 22, 0, 255))
+    return np.moveaxis(np.stack(out), 0, axis).astype(np.uint8)
+
+
+def _nearest_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Pillow's NEAREST (ImagingScaleAffine): source index int(xo), xo starting at ½·in/out and
+    advanced by in/out per output pixel, by repeated float addition as Pillow does."""
+    scale = image.shape[axis] / size
+    positions = np.cumsum(np.r_[scale * 0.5, np.full(size - 1, scale)])
+    return image.take(positions.astype(int), axis=axis)
+
+
+def _pixelate_reference(image: np.ndarray, factor: float, enlarge: str) -> np.ndarray:
+    """Pillow resizes the width first, then the height, rounding to uint8 after each pass;
+    imagecorruptions enlarges with NEAREST, medmnistc with BOX. (Pillow 13 sometimes runs the
+    height pass first on non-square images, which can move a value by one; the inputs below
+    are square, where the order written in Resample.c holds.)"""
+    h, w = image.shape[:2]
+    small = _box_resize_axis(_box_resize_axis(image, int(w * factor), 1), int(h * factor), 0)
+    back = _box_resize_axis if enlarge == "box" else _nearest_axis
+    return back(back(small, w, 1), h, 0)
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_pixelate_matches_pillows_box_resampling(severity):
+    image = np.random.default_rng(severity).integers(0, 256, (45, 45, 3), dtype=np.uint8)
+    out, _ = corrupt_pixels(image, "pixelate", severity, np.random.default_rng(0))
+    assert np.array_equal(out, _pixelate_reference(image, IMAGENET_C["pixelate"][severity - 1], "nearest"))
+
+
+def test_medical_pixelate_matches_pillows_box_resampling_both_ways():
+    from stages.medical import corrupt
+
+    grey = np.random.default_rng(3).integers(0, 256, (40, 40), dtype=np.uint8)
+    for severity, factor in enumerate((0.3, 0.25, 0.2, 0.15, 0.1), start=1):
+        out = corrupt(grey, "chestmnist", "pixelate", severity)
+        assert np.array_equal(out, _pixelate_reference(grey[..., None], factor, "box")[..., 0]), severity
+    colour = np.random.default_rng(4).integers(0, 256, (37, 37, 3), dtype=np.uint8)
+    for severity, factor in enumerate((0.7, 0.5, 0.4, 0.3, 0.25), start=1):
+        out = corrupt(colour, "dermamnist", "pixelate", severity)
+        assert np.array_equal(out, _pixelate_reference(colour, factor, "box")), severity
