@@ -230,3 +230,11 @@ def test_a_stage_whose_model_is_missing_is_bad_input_naming_the_shift(monkeypatc
     monkeypatch.setattr(CorruptionStage, "work_fingerprint", missing)
     with pytest.raises(ManifestError, match=r"^shifts\.0 \(corruptions\): no weights at /models/x$"):
         fingerprints()
+
+
+def test_outputs_per_input_are_asked_of_each_variant(monkeypatch):
+    from stages.corruptions import CorruptionStage
+
+    monkeypatch.setattr(CorruptionStage, "outputs_per_input", lambda self, variant: variant.params["severity"])
+    plan = plan_release(parse_release(copy.deepcopy(BASE)), index=SourceIndex.from_items(ITEMS), source=object())
+    assert plan.outputs == {"gaussian_noise-1": 1, "gaussian_noise-3": 3, "contrast-1": 1, "contrast-3": 3}
