@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.writers.files import ReleaseStore, atomic_write, sha256_file
+from pipeline.writers.files import ReleaseStore, atomic_write, remove_temporaries, sha256_file
 from pipeline.writers.webdataset import encode_image, write_tar
 from pipeline.writers.zarr_store import ZarrLayout, ensure_store, fit_image, write_region
 
@@ -113,3 +113,88 @@ def test_fit_image_resizes_and_matches_channels():
     rgb = np.zeros((4, 4, 3), np.uint8)
     rgb[..., 0] = 90
     assert fit_image(rgb, 4, 4, 1).tolist() == np.full((4, 4, 1), 30).tolist()
+
+
+def test_png_uses_compression_level_3_and_tars_are_ustar(tmp_path):
+    image = ramp(3)
+    _, data = encode_image(image, "png", 95)
+    expected = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])[1]
+    assert data == expected.tobytes()
+    write_tar(LOCAL, str(tmp_path / "t.tar"), [("k", {"png": data})])
+    header = (tmp_path / "t.tar").read_bytes()[:512]
+    assert header[257:265] == b"ustar\x0000" and (tmp_path / "t.tar").stat().st_size % 512 == 0
+
+
+def test_filesystem_paths_lose_their_trailing_slash():
+    from pipeline.writers.files import filesystem
+
+    fs, path = filesystem("/tmp/release/")
+    assert path == "/tmp/release" and fs.protocol[0] in ("file", "local")
+    assert ReleaseStore("memory://bucket/release/").root == "/bucket/release"
+
+
+def test_an_object_store_appends_by_rewriting_the_whole_file():
+    store = ReleaseStore("memory://writers-test/release")
+    store.makedirs()
+    store.append_line("journal.jsonl", "one")
+    store.append_line("journal.jsonl", "two\n")
+    assert not store.local and store.read_text("journal.jsonl") == "one\ntwo\n"
+    assert store.url("journal.jsonl") == "memory:///writers-test/release/journal.jsonl"
+    store.write_atomic("data/c/a.tar", b"a")
+    store.rm("data/c")                                          # a folder and what is in it
+    assert not store.exists("data/c/a.tar")
+    assert remove_temporaries(store.fs, store.root) == 0
+
+
+def test_removing_a_folder_and_leftover_temporary_folders(tmp_path):
+    (tmp_path / "data" / "c" / "x.zarr.tmp-00ff00ff").mkdir(parents=True)
+    (tmp_path / "data" / "c" / "x.zarr.tmp-00ff00ff" / "zarr.json").write_text("{}")
+    assert remove_temporaries(LOCAL, str(tmp_path)) == 1 and not (tmp_path / "data" / "c" / "x.zarr.tmp-00ff00ff").exists()
+    assert remove_temporaries(LOCAL, str(tmp_path / "missing")) == 0
+    (tmp_path / "data" / "c" / "f").write_text("x")
+    (tmp_path / "data" / "d").mkdir()
+    store = ReleaseStore(tmp_path)
+    store.remove_empty_folders("data")
+    assert (tmp_path / "data" / "c").exists() and not (tmp_path / "data" / "d").exists()
+    store.rm("data/c")
+    assert not (tmp_path / "data" / "c").exists()
+
+
+def test_the_zarr_layout_is_sharded_per_unit_with_the_documented_fill_values(tmp_path):
+    layout = ZarrLayout(path=str(tmp_path / "c.zarr"), length=5, shard_len=2, height=4, width=6, channels=1)
+    ensure_store(layout, {"config": "c"})
+    group = zarr.open_group(layout.path, mode="r")
+    assert group.metadata.zarr_format == 3
+    assert dict(group.attrs) == {"config": "c", "layout": {"length": 5, "shard_len": 2, "image_shape": [4, 6, 1]}}
+    images = group["images"]
+    assert images.shape == (5, 4, 6, 1) and images.chunks == (1, 4, 6, 1) and images.shards == (2, 4, 6, 1)
+    assert images.dtype == np.uint8 and images.fill_value == 0
+    for name, fill in (("labels", -1), ("keys", ""), ("valid", False)):
+        assert group[name].chunks == (2,) and group[name].fill_value == fill, name
+    bigger = ZarrLayout(path=layout.path, length=6, shard_len=2, height=4, width=6, channels=1)
+    assert ensure_store(bigger, {"config": "c"}) is True            # another layout: recreated
+    assert zarr.open_group(layout.path, mode="r")["images"].shape == (6, 4, 6, 1)
+
+
+def test_write_region_returns_the_digest_of_exactly_what_it_wrote(tmp_path):
+    layout = ZarrLayout(path=str(tmp_path / "c.zarr"), length=4, shard_len=2, height=2, width=2, channels=1)
+    ensure_store(layout, {})
+    image = np.arange(4, dtype=np.uint8).reshape(2, 2, 1)
+    digest = write_region(layout, 1, [("k2", 3, image)])
+    images = np.zeros((2, 2, 2, 1), np.uint8)
+    images[0] = image
+    expected = hashlib.sha256(images.tobytes())
+    expected.update(np.array([3, -1], np.int64).tobytes())
+    expected.update("k2\n".encode())
+    expected.update(np.array([True, False]).tobytes())
+    assert digest == expected.hexdigest()
+    assert zarr.open_group(layout.path, mode="r")["images"][2:4].tolist() == images.tolist()
+
+
+def test_fit_image_resizes_with_area_averaging():
+    checker = np.zeros((4, 4, 3), np.uint8)
+    checker[::2, ::2] = checker[1::2, 1::2] = 200
+    assert fit_image(checker, 2, 2, 3).tolist() == np.full((2, 2, 3), 100).tolist()   # area mean, not a pick
+    grey = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    assert fit_image(grey, 2, 2, 1).shape == (2, 2, 1)
+    assert fit_image(np.full((2, 2, 3), 7, np.uint8), 2, 2, 1).dtype == np.uint8
