@@ -147,9 +147,10 @@ def test_an_object_store_appends_by_rewriting_the_whole_file():
 
 
 def test_removing_a_folder_and_leftover_temporary_folders(tmp_path):
-    (tmp_path / "data" / "c" / "x.zarr.tmp-00ff00ff").mkdir(parents=True)
-    (tmp_path / "data" / "c" / "x.zarr.tmp-00ff00ff" / "zarr.json").write_text("{}")
-    assert remove_temporaries(LOCAL, str(tmp_path)) == 1 and not (tmp_path / "data" / "c" / "x.zarr.tmp-00ff00ff").exists()
+    leftover = tmp_path / "data" / "c" / "x.zarr.tmp-00ff00ff"
+    leftover.mkdir(parents=True)
+    (leftover / "zarr.json").write_text("{}")
+    assert remove_temporaries(LOCAL, str(tmp_path)) == 1 and not leftover.exists()
     assert remove_temporaries(LOCAL, str(tmp_path / "missing")) == 0
     (tmp_path / "data" / "c" / "f").write_text("x")
     (tmp_path / "data" / "d").mkdir()

@@ -65,7 +65,7 @@ MEDMNIST_C = {
         "jpeg_compression": (30, 25, 20, 10, 5),
         "gaussian_noise": (0.04, 0.08, 0.12, 0.16, 0.2),
         "speckle_noise": (0.1, 0.15, 0.2, 0.25, 0.3),
-        "defocus_blur": ((4, 0.1), (5, 0.2), (6, 0.3), (7, 0.4), (8, 0.5)),  # the reference lists 6; severities use 1..5
+        "defocus_blur": ((4, 0.1), (5, 0.2), (6, 0.3), (7, 0.4), (8, 0.5)),  # a 6th is unused
         "motion_blur": ((8, 5), (15, 5), (15, 8), (15, 12), (20, 15)),
         "brightness_down": (0.9, 0.8, 0.7, 0.6, 0.5),
         "contrast_down": (0.9, 0.8, 0.7, 0.6, 0.4),
@@ -104,7 +104,7 @@ MEDMNIST_C = {
         "speckle_noise": (0.05, 0.15, 0.2, 0.35, 0.45),
         "impulse_noise": (0.01, 0.03, 0.06, 0.09, 0.17),
         "shot_noise": (60, 25, 18, 10, 5),
-        "gaussian_blur": (3, 5, 7, 9, 11),  # the reference lists 6; severities use 1..5
+        "gaussian_blur": (3, 5, 7, 9, 11),  # a 6th is unused
         "brightness_up": (1.1, 1.2, 1.3, 1.4, 1.5),
         "brightness_down": (0.9, 0.8, 0.7, 0.6, 0.5),
         "contrast_up": (1.1, 1.2, 1.3, 1.4, 1.6),
@@ -119,7 +119,7 @@ MEDMNIST_C = {
         "speckle_noise": (0.05, 0.07, 0.1, 0.15, 0.2),
         "impulse_noise": (0.005, 0.01, 0.013, 0.017, 0.02),
         "shot_noise": (300, 200, 150, 100, 80),
-        "gaussian_blur": (3, 5, 7, 9, 11),  # the reference lists 6; severities use 1..5
+        "gaussian_blur": (3, 5, 7, 9, 11),  # a 6th is unused
         "brightness_up": (1.1, 1.2, 1.3, 1.4, 1.5),
         "brightness_down": (0.9, 0.8, 0.7, 0.6, 0.5),
         "contrast_up": (1.1, 1.2, 1.3, 1.4, 1.6),
