@@ -186,12 +186,16 @@ def zoom_blur(x: np.ndarray, zooms) -> np.ndarray:
 def glass_shuffle(h: int, w: int, max_delta: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
     """Flat source index of every pixel after a local pixel shuffle.
 
-    Each pass visits the interior pixels bottom-right to top-left and swaps
-    each with a neighbour offset by U{-max_delta .. max_delta-1} per axis.
-    Two visits whose swap windows overlap must keep that order; visits on the
-    wavefront (w - x) + 2·max_delta·(h - y) never overlap and every
-    overlapping earlier visit lies on an earlier wavefront, so running one
-    wavefront per vectorised step gives exactly the sequential result.
+    Each pass visits the interior pixels bottom-right to top-left and gives
+    each the pixel of a neighbour offset by U{-max_delta .. max_delta-1} per
+    axis. The reference writes a swap, `x[h, w], x[h', w'] = x[h', w'], x[h, w]`,
+    but on an HxWx3 array both right-hand sides are views, so the neighbour's
+    pixel is copied and the neighbour keeps it: pixels are duplicated, not
+    exchanged, and that is what ImageNet-C was made with. Two visits whose
+    windows overlap must keep their order; visits on the wavefront
+    (w - x) + 2·max_delta·(h - y) never overlap and every overlapping earlier
+    visit lies on an earlier wavefront, so running one wavefront per
+    vectorised step gives exactly the sequential result.
     """
     d = int(max_delta)
     ys, xs = np.mgrid[d + 1:h - d + 1, d + 1:w - d + 1]
@@ -204,7 +208,7 @@ def glass_shuffle(h: int, w: int, max_delta: int, iterations: int, rng: np.rando
         dy, dx = rng.integers(-d, d, size=(2, visits.size))
         partners = visits + dy * w + dx
         for here, there in zip(np.split(visits, cuts), np.split(partners, cuts)):
-            source[here], source[there] = source[there], source[here]
+            source[here] = source[there]
     return source.reshape(h, w)
 
 
