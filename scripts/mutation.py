@@ -176,22 +176,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("groups", nargs="*", default=list(GROUPS), help=f"any of {', '.join(GROUPS)}")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copies to inspect mutants")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to merge the groups into")
     args = parser.parse_args()
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         parser.error(f"unknown group(s) {', '.join(unknown)}; expected any of {', '.join(GROUPS)}")
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"groups": {}}
+    results = json.loads(args.results.read_text()) if args.results.exists() else {"groups": {}}
     for group in args.groups:
         row = run_group(group, args.keep)
         results["groups"][group] = row
         print(f"{group:22s} {row['killed']}/{row['mutants']} killed ({row['score']:.1%}; "
               f"{row['score_without_equivalent']:.1%} without equivalent), {row['seconds']} s", flush=True)
-        save(results)
+        save(results, args.results)
     print(f"total {results['total']['killed']}/{results['total']['mutants']} killed "
-          f"({results['total']['score']:.1%}) -> {RESULTS}")
+          f"({results['total']['score']:.1%}) -> {args.results}")
 
 
-def save(results: dict) -> None:
+def save(results: dict, path: Path) -> None:
     """Totals over every group run so far, written after each group."""
     rows = results["groups"].values()
     total, killed = sum(r["mutants"] for r in rows), sum(r["killed"] for r in rows)
@@ -199,8 +200,8 @@ def save(results: dict) -> None:
     results["total"] = {"mutants": total, "killed": killed, "score": round(killed / max(1, total), 4),
                         "score_without_equivalent": round(killed / max(1, total - equivalent), 4),
                         "groups": sorted(results["groups"])}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
