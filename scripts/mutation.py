@@ -152,6 +152,7 @@ def run_group(group: str, keep: bool) -> dict:
         codes: dict[str, int] = {}
         for meta in (scratch / "mutants").rglob("*.meta"):
             codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+        codes = {name: code for name, code in codes.items() if code is not None}   # None: never run
         if not codes:
             raise RuntimeError(f"mutmut produced no results for {group}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
         killed = sum(code == KILLED for code in codes.values())
