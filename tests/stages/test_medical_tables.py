@@ -280,3 +280,50 @@ def test_grey_deterministic_corruptions_stay_on_one_channel_unchanged():
     out, _ = transform(grey, "gamma_corr_up", 1.4, 4, np.random.default_rng(0))
     rgb, _ = transform(np.repeat(grey, 3, axis=2), "gamma_corr_up", 1.4, 4, np.random.default_rng(0))
     assert np.array_equal(out[..., 0], rgb[..., 0])
+
+
+# --- the catalogue's lookups and the transforms' adapters, on exact values -----------------------------
+
+
+def test_unknown_datasets_corruptions_and_severities_are_named_in_the_error():
+    from stages.medical.catalogue import catalogue
+
+    with pytest.raises(KeyError, match=r"unknown MedMNIST dataset 'skinmnist'; expected one of pathmnist, "
+                                       r"bloodmnist, dermamnist, "):
+        catalogue("skinmnist")
+    with pytest.raises(KeyError, match=r"octmnist has no corruption 'bubble'; expected one of pixelate, "
+                                       r"jpeg_compression, speckle_noise, defocus_blur, motion_blur, contrast_down"):
+        level("octmnist", "bubble", 1)
+    with pytest.raises(ValueError, match=r"^severity must be one of \(1, 2, 3, 4, 5\), got 6$"):
+        level("octmnist", "pixelate", 6)
+
+
+def test_motion_blur_records_the_angle_it_drew():
+    from stages.medical.transforms import transform
+
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    _, details = transform(image, "motion_blur", (10, 5), 2, np.random.default_rng(11))
+    expected = round(float(np.random.default_rng(11).uniform(-45, 45)), 6)
+    assert details == {"angle": expected} and -45 <= expected < 45
+
+
+def test_float_corruptions_see_values_over_255_and_round_back():
+    from stages.corruptions import ops as common
+    from stages.medical.transforms import transform
+
+    ramp = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1))[..., None]     # 8 x 64 x 1
+    out, _ = transform(ramp, "zoom_blur", (1, 1.06, 0.02), 1, np.random.default_rng(0))
+    as_float = ramp.astype(np.float32) * np.float32(1 / 255)
+    assert np.array_equal(out, common.to_uint8(common.zoom_blur(as_float, np.arange(1, 1.06, 0.02))))
+    noisy, _ = transform(ramp, "gaussian_noise", 0.0, 1, np.random.default_rng(0))   # σ = 0 returns the input
+    assert np.array_equal(noisy, ramp)
+
+
+def test_saturate_adds_to_hsv_saturation_and_needs_rgb():
+    pixel = np.full((2, 2, 3), (200, 100, 100), np.uint8)           # S = 0.5, V = 200
+    out = corrupt(pixel, "pathmnist", "saturate", 1)                 # S + 0.05 = 0.55: min = 200·0.45 = 90
+    assert out[0, 0].tolist() == [200, 90, 90]
+    from stages.medical.transforms import transform
+
+    with pytest.raises(ValueError, match=r"^saturate needs an RGB image, got 1 channel\(s\)$"):
+        transform(pixel[..., :1], "saturate", 0.05, 1, np.random.default_rng(0))
