@@ -78,6 +78,7 @@ EQUIVALENT: dict[str, str] = {
     "stages.filters.rules.x_keep_mask__mutmut_15": "a column of None becomes NaN in float64: rejected all the same",
     "stages.filters.rules.xǁRuleǁvoting__mutmut_2": "an 'all' rule has no `of` (validated), so list(of) is [] too",
     **{f"stages.medical.transforms.x__noise__mutmut_{i}": IMPORT_TIME for i in range(1, 10)},
+    **{f"stages.corruptions.catalogue.x__plain__mutmut_{i}": IMPORT_TIME for i in range(1, 14)},
     **{f"stages.medical.transforms.x__plain__mutmut_{i}": IMPORT_TIME for i in range(1, 6)},
     "stages.medical.transforms.x_transform__mutmut_9": "the per-value noises ignore the severity argument",
     "stages.medical.transforms.x_transform__mutmut_33": "every transform already returns x's shape",

@@ -156,3 +156,70 @@ def test_medical_pixelate_matches_pillows_box_resampling_both_ways():
     for severity, factor in enumerate((0.7, 0.5, 0.4, 0.3, 0.25), start=1):
         out = corrupt(colour, "dermamnist", "pixelate", severity)
         assert np.array_equal(out, _pixelate_reference(colour, factor, "box")), severity
+
+
+# --- how a level reaches its op, on exact values --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    import cv2
+    import skimage.data
+
+    return cv2.resize(skimage.data.astronaut(), (40, 32), interpolation=cv2.INTER_AREA)   # 32 x 40: h != w
+
+
+def test_the_float_path_scales_by_255_and_rounds_back(photo):
+    from stages.corruptions import ops
+
+    out, drawn = corrupt_pixels(photo, "gaussian_blur", 2, np.random.default_rng(0))
+    expected = ops.to_uint8(ops.gaussian_blur(photo.astype(np.float32) * np.float32(1 / 255), 2))
+    assert drawn == {} and np.array_equal(out, expected)
+
+
+def test_float_images_get_the_level_of_their_severity(photo):
+    from stages.corruptions import ops
+    from stages.corruptions.catalogue import apply_corruption
+
+    x = photo.astype(np.float32) / 255
+    out, _ = apply_corruption(x, "contrast", 2, np.random.default_rng(0))
+    assert np.array_equal(out, ops.contrast(x, 0.3))
+    out, _ = apply_corruption(x, "impulse_noise", 4, np.random.default_rng(3))
+    assert np.array_equal(out, ops.impulse_noise(x, 0.17, np.random.default_rng(3)))
+
+
+@pytest.mark.parametrize("name, severity, low, high", [("motion_blur", 2, -45, 45), ("snow", 4, -135, -45)])
+def test_the_drawn_angle_is_uniform_in_the_published_range_and_recorded(photo, name, severity, low, high):
+    out, drawn = corrupt_pixels(photo, name, severity, np.random.default_rng(20))
+    angle = float(np.random.default_rng(20).uniform(low, high))
+    assert drawn == {"angle": round(angle, 6)} and round(angle, 6) != round(angle, 7)   # rounded to 6 places
+
+
+def test_elastic_scales_alpha_by_250_and_smooths_per_axis(photo):
+    from stages.corruptions import ops
+
+    x = photo.astype(np.float32) / 255
+    out, _ = corrupt_pixels(photo, "elastic_transform", 3, np.random.default_rng(8))
+    expected = ops.elastic_transform(x, 250 * 0.085, (0.01 * 32, 0.01 * 40), 0.005 * 32, np.random.default_rng(8))
+    assert np.array_equal(out, ops.to_uint8(expected))
+
+
+@pytest.mark.parametrize("severity, mud", [(3, False), (4, True)])
+def test_spatter_uses_mud_from_severity_4(photo, severity, mud):
+    from stages.corruptions import ops
+
+    x = photo.astype(np.float32) * np.float32(1 / 255)
+    out, _ = corrupt_pixels(photo, "spatter", severity, np.random.default_rng(2))
+    *values, _ = IMAGENET_C["spatter"][severity - 1]
+    assert np.array_equal(out, ops.to_uint8(ops.spatter(x, *values, mud=mud, rng=np.random.default_rng(2))))
+    other = ops.to_uint8(ops.spatter(x, *values, mud=not mud, rng=np.random.default_rng(2)))
+    assert not np.array_equal(out, other)
+
+
+def test_unknown_names_and_severities_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"^unknown corruption 'fogg'; expected one of: gaussian_noise, shot_noise, "
+                                         r"impulse_noise, defocus_blur"):
+        corrupt_pixels(np.zeros((32, 32, 3), np.uint8), "fogg", 1, np.random.default_rng(0))
+    for bad in (0, 6, True, 2.0):
+        with pytest.raises(ValueError, match=r"^severity must be an integer in 1\.\.5, got "):
+            corrupt_pixels(np.zeros((32, 32, 3), np.uint8), "contrast", bad, np.random.default_rng(0))
