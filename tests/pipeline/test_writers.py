@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import uuid
 
 import cv2
 import fsspec
@@ -134,12 +135,13 @@ def test_filesystem_paths_lose_their_trailing_slash():
 
 
 def test_an_object_store_appends_by_rewriting_the_whole_file():
-    store = ReleaseStore("memory://writers-test/release")
+    root = f"memory://writers-{uuid.uuid4().hex}/release"       # the memory filesystem outlives the test
+    store = ReleaseStore(root)
     store.makedirs()
     store.append_line("journal.jsonl", "one")
     store.append_line("journal.jsonl", "two\n")
     assert not store.local and store.read_text("journal.jsonl") == "one\ntwo\n"
-    assert store.url("journal.jsonl") == "memory:///writers-test/release/journal.jsonl"
+    assert store.url("journal.jsonl") == root.replace("memory://", "memory:///") + "/journal.jsonl"
     store.write_atomic("data/c/a.tar", b"a")
     store.rm("data/c")                                          # a folder and what is in it
     assert not store.exists("data/c/a.tar")
