@@ -79,6 +79,10 @@ EQUIVALENT: dict[str, str] = {
     "stages.filters.rules.xǁRuleǁvoting__mutmut_2": "an 'all' rule has no `of` (validated), so list(of) is [] too",
     **{f"stages.medical.transforms.x__noise__mutmut_{i}": IMPORT_TIME for i in range(1, 10)},
     **{f"stages.corruptions.catalogue.x__plain__mutmut_{i}": IMPORT_TIME for i in range(1, 14)},
+    "stages.corruptions.catalogue.x_corrupt_pixels__mutmut_17":
+        "uint8 pixels times a float32 scalar are float32 anyway under NumPy 2's promotion rules",
+    "stages.corruptions.catalogue.x_corrupt_pixels__mutmut_20":
+        "uint8 pixels times a float32 scalar are float32 anyway under NumPy 2's promotion rules",
     **{f"stages.medical.transforms.x__plain__mutmut_{i}": IMPORT_TIME for i in range(1, 6)},
     "stages.medical.transforms.x_transform__mutmut_9": "the per-value noises ignore the severity argument",
     "stages.medical.transforms.x_transform__mutmut_33": "every transform already returns x's shape",
