@@ -201,3 +201,43 @@ def test_fit_image_resizes_with_area_averaging():
     grey = np.arange(16, dtype=np.uint8).reshape(4, 4)
     assert fit_image(grey, 2, 2, 1).shape == (2, 2, 1)
     assert fit_image(np.full((2, 2, 3), 7, np.uint8), 2, 2, 1).dtype == np.uint8
+
+
+def test_paths_and_lines_keep_everything_but_their_own_separator(tmp_path):
+    from pipeline.writers.files import filesystem
+
+    assert filesystem(f"{tmp_path}/outX/")[1] == f"{tmp_path}/outX"
+    store = ReleaseStore(tmp_path)
+    store.append_line("log.txt", "ends in spaces  \n")
+    store.append_line("log.txt", "X")
+    assert store.read_text("log.txt") == "ends in spaces  \nX\n"
+    assert store.isdir("") and not store.isdir("log.txt")
+
+
+def test_release_store_reads_parquet_tables_and_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"key": ["a", "b"], "status": ["ok", "error"]}), tmp_path / "samples.parquet")
+    store = ReleaseStore(tmp_path)
+    assert store.read_table("samples.parquet").to_pydict() == {"key": ["a", "b"], "status": ["ok", "error"]}
+    assert store.read_table("samples.parquet", columns=["status"]).column_names == ["status"]
+
+
+def test_fit_image_keeps_colour_and_averages_areas():
+    ramp = np.zeros((4, 4, 3), np.uint8)
+    ramp[:, :, 0] = [0, 40, 120, 200]                         # area means 20 and 160; bilinear gives others
+    assert fit_image(ramp, 4, 2, 3)[0, :, 0].tolist() == [20, 160]
+    colour = np.zeros((2, 2, 3), np.uint8)
+    colour[..., 2] = 90
+    layout_like = fit_image(colour, 2, 2, 3)
+    assert layout_like[0, 0].tolist() == [0, 0, 90]
+
+
+def test_write_region_keeps_colour(tmp_path):
+    layout = ZarrLayout(path=str(tmp_path / "c.zarr"), length=2, shard_len=2, height=2, width=2, channels=3)
+    ensure_store(layout, {})
+    colour = np.zeros((2, 2, 3), np.uint8)
+    colour[..., 2] = 90
+    write_region(layout, 0, [("k", 0, colour)])
+    assert zarr.open_group(layout.path, mode="r")["images"][0].tolist() == colour.tolist()
