@@ -134,7 +134,11 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
             raise ManifestError(f"source: {exc}") from None
 
     out = release.output
-    common = canonical_json({"seed": release.seed, "encoding": out.encoding, "quality": out.jpeg_quality,
+    # everything besides the stage and the source slice that reaches a shard's bytes: the release
+    # name and version stand in every sample's provenance; JPEG quality only matters for JPEG
+    common = canonical_json({"seed": release.seed, "name": release.name, "version": release.version,
+                             "encoding": out.encoding,
+                             "quality": out.jpeg_quality if out.encoding == "jpg" else None,
                              "formats": sorted(out.formats), "image_size": out.image_size,
                              "filters": filters_fingerprint,
                              # which oversized source images are refused or downscaled changes the output

@@ -83,7 +83,8 @@ class CorruptionStage(Stage):
     """ImageNet-C corruptions; one variant per corruption × severity."""
 
     name = "corruptions"
-    version = "2"
+    # 3: pixelate shrinks with Pillow's box sampling; glass blur copies neighbours, as the reference does
+    version = "3"
     Params = CorruptionsParams
     grid_fields = ("corruptions", "severities")
 

@@ -13,6 +13,7 @@ import math
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from stages.corruptions.poisson import level_table, poisson_levels, poisson_levels_supported
 from stages.corruptions.textures import frost_texture, plasma_fractal
@@ -185,12 +186,16 @@ def zoom_blur(x: np.ndarray, zooms) -> np.ndarray:
 def glass_shuffle(h: int, w: int, max_delta: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
     """Flat source index of every pixel after a local pixel shuffle.
 
-    Each pass visits the interior pixels bottom-right to top-left and swaps
-    each with a neighbour offset by U{-max_delta .. max_delta-1} per axis.
-    Two visits whose swap windows overlap must keep that order; visits on the
-    wavefront (w - x) + 2·max_delta·(h - y) never overlap and every
-    overlapping earlier visit lies on an earlier wavefront, so running one
-    wavefront per vectorised step gives exactly the sequential result.
+    Each pass visits the interior pixels bottom-right to top-left and gives
+    each the pixel of a neighbour offset by U{-max_delta .. max_delta-1} per
+    axis. The reference writes a swap, `x[h, w], x[h', w'] = x[h', w'], x[h, w]`,
+    but on an HxWx3 array both right-hand sides are views, so the neighbour's
+    pixel is copied and the neighbour keeps it: pixels are duplicated, not
+    exchanged, and that is what ImageNet-C was made with. Two visits whose
+    windows overlap must keep their order; visits on the wavefront
+    (w - x) + 2·max_delta·(h - y) never overlap and every overlapping earlier
+    visit lies on an earlier wavefront, so running one wavefront per
+    vectorised step gives exactly the sequential result.
     """
     d = int(max_delta)
     ys, xs = np.mgrid[d + 1:h - d + 1, d + 1:w - d + 1]
@@ -203,7 +208,7 @@ def glass_shuffle(h: int, w: int, max_delta: int, iterations: int, rng: np.rando
         dy, dx = rng.integers(-d, d, size=(2, visits.size))
         partners = visits + dy * w + dx
         for here, there in zip(np.split(visits, cuts), np.split(partners, cuts)):
-            source[here], source[there] = source[there], source[here]
+            source[here] = source[there]
     return source.reshape(h, w)
 
 
@@ -220,14 +225,27 @@ def glass_blur(x: np.ndarray, sigma: float, max_delta: int, iterations: int,
 
 
 def pixelate(x: np.ndarray, factor: float) -> np.ndarray:
-    """Box-average down by `factor` (area weights), then nearest-neighbour back up."""
+    """Box-average down by `factor`, then back up (box sampling = nearest neighbour when enlarging).
+
+    Float images use OpenCV's area weights, which at non-integer ratios split
+    border pixels by coverage; uint8 images (`pixelate_pixels`) reproduce the
+    reference exactly."""
     return _finish(pixelate_pixels(x, factor), x)
 
 
-def pixelate_pixels(pixels: np.ndarray, factor: float) -> np.ndarray:
-    """`pixelate` for any dtype OpenCV resizes (uint8 stays uint8), keeping the shape."""
+def pixelate_pixels(pixels: np.ndarray, factor: float, enlarge: str = "nearest") -> np.ndarray:
+    """`pixelate` keeping dtype and shape. uint8 images shrink with Pillow's BOX resampling, as
+    imagecorruptions and medmnistc do: at a non-integer ratio Pillow averages the whole source
+    pixels whose centres fall in each output pixel's box (not coverage-weighted fractions), in
+    22-bit fixed point, one axis after the other. They enlarge back with Pillow's NEAREST
+    (imagecorruptions) or BOX (`enlarge="box"`, medmnistc), which pick different pixels where a
+    box edge falls on a source pixel's centre."""
     h, w = pixels.shape[:2]
     small_size = (max(1, int(w * factor)), max(1, int(h * factor)))
+    if pixels.dtype == np.uint8 and (pixels.ndim == 2 or pixels.shape[2] in (1, 3)):
+        image = Image.fromarray(pixels.reshape(h, w) if pixels.ndim == 2 or pixels.shape[2] == 1 else pixels)
+        back = Image.BOX if enlarge == "box" else Image.NEAREST
+        return np.asarray(image.resize(small_size, Image.BOX).resize((w, h), back)).reshape(pixels.shape)
     small = cv2.resize(pixels, small_size, interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST_EXACT).reshape(pixels.shape)
 

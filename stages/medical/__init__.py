@@ -118,7 +118,9 @@ def corrupt(image: np.ndarray, dataset: str = "dermamnist", name: str = "black_c
 
 class MedicalStage(Stage):
     name = "medical"
-    version = "1.1.0"  # 1.1: shot noise, stains, bubbles and characters draw in a new order
+    # 1.1: shot noise, stains, bubbles and characters draw in a new order
+    # 1.2: noise on grey images is drawn on three channels and reduced to luma, as released
+    version = "1.2.0"
     Params = MedicalParams
 
     def variants(self) -> list[Variant]:

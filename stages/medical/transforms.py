@@ -5,6 +5,15 @@ Corruptions MedMNIST-C shares with ImageNet-C run on the float primitives of
 `stages.corruptions.ops`; those whose arithmetic differs (Pillow-style
 brightness/contrast, gamma, saturation shift, kernel-size Gaussian blur) and
 the acquisition artefacts come from `stages.medical.ops`.
+
+Grey catalogues: MedMNIST-C's dataset builder converts every image to RGB,
+corrupts it and converts grey outputs back to L. For the noises that draw
+per value, that means three independent draws averaged by the luma weights
+(.299, .587, .114), so the released grey data carries noise with 0.67× the
+nominal σ (≈3.5 dB higher PSNR than noise drawn on one channel). The
+released data is the benchmark, so grey images get their noise the same way:
+on three channels, then reduced to luma. Every other corruption gives the
+same bytes either way (equal channels stay equal) and runs on one channel.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ def _plain(op: Callable[[np.ndarray, Any], np.ndarray]) -> Transform:
 
 
 TRANSFORMS: dict[str, Transform] = {
-    "pixelate": lambda x, v, s, rng: (_on_floats(common.pixelate, x, v), {}),
+    "pixelate": lambda x, v, s, rng: (common.pixelate_pixels(x, v, enlarge="box"), {}),
     "jpeg_compression": lambda x, v, s, rng: (common.jpeg_pixels(x, v), {}),
     "gaussian_noise": _noise(common.gaussian_noise),
     "speckle_noise": _noise(common.speckle_noise),
@@ -71,8 +80,15 @@ TRANSFORMS: dict[str, Transform] = {
 }
 
 
+# corruptions drawing independently per value, which on grey images run on three channels
+NOISES_VIA_RGB = frozenset({"gaussian_noise", "speckle_noise", "impulse_noise", "shot_noise"})
+
+
 def transform(x: np.ndarray, corruption: str, value: Any, severity: int,
               rng: np.random.Generator) -> tuple[np.ndarray, Details]:
     """Apply one corruption at its raw table `value` to a uint8 HxWxC image."""
+    if x.shape[2] == 1 and corruption in NOISES_VIA_RGB:
+        out, details = TRANSFORMS[corruption](np.repeat(x, 3, axis=2), value, severity, rng)
+        return medical.luma(out)[..., None], details
     out, details = TRANSFORMS[corruption](x, value, severity, rng)
     return np.ascontiguousarray(out, dtype=np.uint8).reshape(x.shape), details

@@ -174,7 +174,8 @@ def test_max_pixels_is_configurable():
     (lambda good: good[: len(good) // 2], r"image file is truncated"),
     # EPS would make Pillow run Ghostscript: refused as a format
     (lambda good: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n", r"not a recognised image format"),
-    (lambda good: good[:200] + bytes(b ^ 0x5A for b in good[200:600]) + good[600:], r"."),
+    (lambda good: good[:200] + bytes(b ^ 0x5A for b in good[200:600]) + good[600:],
+     r"broken data stream when reading image file$"),
 ])
 def test_unusable_files_raise_source_error_with_reason(make_bytes, reason):
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -155,4 +155,4 @@ def test_report_of_a_release_without_rejections(tmp_path, tiny_release):
     report = write_report(tmp_path / "rel", tmp_path / "report.html")
     assert [p.name for p in report.images] == ["kept.png"]
     text = report.markdown.read_text()
-    assert "20 samples" in text and "0 rejected" in text
+    assert "20 samples = 20 kept + 0 rejected + 0 errors (adds up)" in text

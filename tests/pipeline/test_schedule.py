@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -92,11 +94,17 @@ def test_a_second_scheduler_on_the_same_release_is_refused(tmp_path):
     assert "another run is in progress (pid " in cli.stderr and SCHEDULER_LOCK in cli.stderr
 
 
-def test_lock_is_released_after_the_run(tmp_path):
-    with exclusive_lock(tmp_path / RUN_LOCK):
-        pass
-    with exclusive_lock(tmp_path / RUN_LOCK):                # would raise if the first had leaked
-        pass
+def test_lock_is_held_during_the_run_and_released_after_it(tmp_path):
+    lock = tmp_path / RUN_LOCK
+    with exclusive_lock(lock):
+        assert lock.read_text().startswith(f"pid {os.getpid()} since ")
+        with pytest.raises(LockHeld, match=rf"\(pid {os.getpid()} since .*; lock {re.escape(str(lock))}\)"):
+            with exclusive_lock(lock):
+                pass
+    with pytest.raises(RuntimeError, match="boom"), exclusive_lock(lock):   # acquired again: released
+        raise RuntimeError("boom")
+    with exclusive_lock(lock):                                 # and released by the exception too
+        assert lock.read_text().count("pid ") == 1
 
 
 def test_bad_cron_expression_is_bad_input(tmp_path):

@@ -28,6 +28,9 @@ from stages.corruptions.catalogue import CATALOGUE
 
 ON_AVERAGE = {"glass_blur", "snow", "fog", "spatter"}
 NOT_BY_DISTANCE = {"frost", "saturate"}
+# the reference's own glass blur is not monotone: severity 3 (three passes) disturbs photographs
+# more than severity 4 (PSNR 21.8 vs 22.3 dB over 20 samples, scripts/results/conformance.json)
+NOT_MONOTONE = {"glass_blur"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,8 @@ def test_every_severity_shape_determinism_and_growth(image, name):
 def test_non_decreasing_on_average_over_seeds(image, name):
     dists = np.mean([[distance(corrupt(image, name, s, seed=seed), image) for s in range(1, 6)]
                      for seed in range(4)], axis=0)
-    assert all(b > a - 1.0 for a, b in zip(dists, dists[1:])), dists
+    if name not in NOT_MONOTONE:
+        assert all(b > a - 1.0 for a, b in zip(dists, dists[1:])), dists
     assert dists[4] > dists[0] + 3, dists
 
 
@@ -239,20 +243,22 @@ def test_zoom_matches_crop_and_corner_aligned_resize():
     np.testing.assert_allclose(ops._centre_zoom(img, zoom)[..., 0], expected, atol=2e-3)
 
 
-def test_glass_shuffle_equals_the_sequential_swap_process():
+def test_glass_shuffle_equals_the_sequential_reference_process():
     h, w, d, iterations = 20, 17, 2, 2
     source = ops.glass_shuffle(h, w, d, iterations, np.random.default_rng(5))
-    # Replay the same draws one pixel at a time in bottom-right to top-left order.
+    # Replay the same draws one pixel at a time in bottom-right to top-left order, with the
+    # reference's statement on an HxWx3 array: its "swap" copies the neighbour (views on the right)
     ys, xs = np.mgrid[d + 1:h - d + 1, d + 1:w - d + 1]
     order = np.argsort(((w - xs) + 2 * d * (h - ys)).ravel(), kind="stable")
     rng = np.random.default_rng(5)
-    expected = np.arange(h * w).reshape(h, w)
+    expected = np.repeat(np.arange(h * w).reshape(h, w, 1), 3, axis=2)
     for _ in range(iterations):
         dy, dx = np.empty(ys.size, int), np.empty(ys.size, int)
         dy[order], dx[order] = rng.integers(-d, d, size=(2, ys.size))
         for y, x, oy, ox in sorted(zip(ys.ravel(), xs.ravel(), dy, dx), reverse=True):
             expected[y, x], expected[y + oy, x + ox] = expected[y + oy, x + ox], expected[y, x]
-    assert np.array_equal(source, expected)
+    assert np.array_equal(source, expected[..., 0])
+    assert len(np.unique(source)) < h * w          # pixels were duplicated, as in the reference
 
 
 @pytest.mark.parametrize("op, args", [
@@ -272,6 +278,16 @@ def test_ops_work_on_one_channel(op, args):
     out = op(x, *[np.random.default_rng(1) if isinstance(a, str) else a for a in args])
     assert out.shape == x.shape and out.dtype == np.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
+    assert np.abs(out - x).mean() > 0.005                     # the op did something
+    if op not in PER_CHANNEL_DRAWS:
+        # one channel is a channel of the same op on the grey image stacked to RGB (up to float rounding)
+        stacked = op(np.repeat(x, 3, axis=2), *[np.random.default_rng(1) if isinstance(a, str) else a for a in args])
+        np.testing.assert_allclose(out[..., 0], stacked[..., 0], atol=1e-6)
+
+
+# ops whose draws (or textures) differ per channel, so one channel is not a channel of RGB
+PER_CHANNEL_DRAWS = {ops.gaussian_noise, ops.shot_noise, ops.impulse_noise, ops.speckle_noise, ops.frost,
+                     ops.spatter}
 
 
 def test_hsv_ops_need_three_channels():
