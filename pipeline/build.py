@@ -24,8 +24,8 @@ from dask.distributed import Client
 
 from pipeline.engine import check_cluster_args, check_workers_see, dask_client, run_units
 from pipeline.journal import JournalWriter, read_journal
-from pipeline.lock import release_lock
-from pipeline.manifest import load_manifest
+from pipeline.lock import RUN_LOCK, release_lock
+from pipeline.manifest import ManifestError, load_manifest
 from pipeline.packing import STAGING, Packed, pack_release, pack_shard, staging_tar
 from pipeline.plan import Plan, plan_release
 from pipeline.preparations import release_preparations, run_preparations
@@ -34,6 +34,7 @@ from pipeline.records import ShardRecord, WorkUnit
 from pipeline.task import TaskContext, filters_fingerprint, run_unit
 from pipeline.writers.files import ReleaseStore, remove_temporaries
 from pipeline.writers.zarr_store import ZarrLayout, ensure_store
+from stages.base import UsageError
 
 
 @dataclass
@@ -159,10 +160,23 @@ def build_release(manifest: str | Path | Any, out: str | Path, workers: int | No
     check_out(out)
     out = absolute_out(out)
     say = on_event or (lambda msg: None)
-    with ExitStack() as held:
-        if lock:
-            held.enter_context(release_lock(out, "build", wait))
-        return _build_locked(release, out, workers, scheduler, progress, say, started)
+    new_root = isinstance(out, Path) and not out.exists()
+    try:
+        with ExitStack() as held:
+            if lock:
+                held.enter_context(release_lock(out, "build", wait))
+            return _build_locked(release, out, workers, scheduler, progress, say, started)
+    except (ManifestError, UsageError):
+        if new_root:    # bad input found while planning (a model, the source): leave nothing behind
+            _remove_empty_root(out)
+        raise
+
+
+def _remove_empty_root(root: Path) -> None:
+    """Remove a release folder this run created when it holds nothing but the writer lock."""
+    if root.is_dir() and {p.name for p in root.iterdir()} <= {RUN_LOCK}:
+        (root / RUN_LOCK).unlink(missing_ok=True)
+        root.rmdir()
 
 
 def _build_locked(release: Any, out: str | Path, workers: int | None, scheduler: str | None, progress: bool,

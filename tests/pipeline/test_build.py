@@ -166,3 +166,21 @@ def test_resume_after_sigkill_gives_the_same_release(tmp_path, tiny_release, wri
     assert shard_hashes(out) == shard_hashes(reference)
     assert not list(out.rglob("*.tmp-*"))
     assert verify_release(out).ok
+
+
+def test_bad_input_found_while_planning_leaves_no_folder_but_keeps_an_existing_one(tmp_path):
+    from pipeline.manifest import ManifestError
+
+    manifest = parse_release({"name": "m", "version": "1", "seed": 1,
+                              "source": {"kind": "folder", "path": str(tmp_path / "missing")},
+                              "shifts": [{"stage": "corruptions", "corruptions": ["contrast"], "severities": [1]}]})
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ManifestError, match="source"):
+        build_release(manifest, fresh, workers=1)
+    assert not fresh.exists()          # the lock folder the build created is gone again
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(ManifestError, match="source"):
+        build_release(manifest, kept, workers=1)
+    assert (kept / "notes.txt").read_text() == "mine"
