@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "pipeline.filters_cli",   # calibrate, report (filters)
     "pipeline.hub_cli",       # publish, regenerate, schedule
     "stages.generative.cli",  # train-slider
+    "stages.generative.convert",  # convert-slider
 ]
 
 

@@ -45,7 +45,11 @@ class SliderSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shift: str = Field(min_length=1, description="shift name, e.g. 'heavy snow'; one output config per shift")
-    path: str = Field(min_length=1, description="LoRA slider .safetensors (from `shiftforge train-slider`)")
+    path: str = Field(
+        min_length=1,
+        description="LoRA slider: .safetensors from `shiftforge train-slider`/`convert-slider`, "
+        "or a CNS-Bench LoRANetwork .pt",
+    )
     class_name: str | None = Field(default=None, description="class this slider was trained for; none = any")
     train: SliderTrainingSettings | None = Field(
         default=None, description="train the slider into `path` before generation (needs class_name)"
@@ -173,13 +177,14 @@ class NuisanceStage(Stage):
         return len(self.params.scales)
 
     def weight_hashes(self) -> dict[str, str]:
-        from stages.generative.models import model_weight_hashes, unet_weight_sha256
-        from stages.generative.sliders import check_slider_base, read_slider
+        from stages.generative.models import model_weight_hashes, resolve_model_root, unet_weight_sha256
+        from stages.generative.sliders import check_slider_base, read_slider, slider_layers
 
         p = self.params
         try:
             hashes = model_weight_hashes(p.model, p.revision)
             base = unet_weight_sha256(p.model, p.revision)
+            root, _ = resolve_model_root(p.model, p.revision)
         except (OSError, ValueError) as exc:
             raise ValueError(f"nuisance.model: {exc}") from None
         for j, spec in enumerate(p.sliders):
@@ -190,6 +195,7 @@ class NuisanceStage(Stage):
             try:
                 slider = read_slider(spec.path)
                 check_slider_base(slider, base, p.model)
+                slider_layers(slider, root)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"nuisance.sliders[{j}].path: {exc}") from None
             hashes[key] = slider.sha256

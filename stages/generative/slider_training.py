@@ -118,7 +118,6 @@ def add_slider_adapter(unet: Any, rank: int, alpha: float, random_init: bool = F
 
 def save_slider(unet: Any, config: Any, path: Path, provenance: dict[str, Any]) -> str:
     """Write `<path>` (diffusers LoRA safetensors) atomically and `<path>.json`; returns the file sha256."""
-    from diffusers import StableDiffusionPipeline
     from peft.utils import get_peft_model_state_dict
 
     from stages.generative.models import file_sha256
@@ -127,20 +126,30 @@ def save_slider(unet: Any, config: Any, path: Path, provenance: dict[str, Any]) 
     # peft key names (`<module>.lora_A.weight`), which diffusers' loader reads as they are
     state = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-    partial = path.with_name(path.name + ".partial")
-    StableDiffusionPipeline.save_lora_weights(
-        save_directory=str(path.parent),
-        unet_lora_layers=state,
-        weight_name=partial.name,
-        unet_lora_adapter_metadata=config.to_dict(),
-    )
-    os.replace(partial, path)
+    write_lora_file(path, state, config.to_dict())
     sha = file_sha256(path)
     sidecar = path.with_suffix(".json")
     partial = sidecar.with_name(sidecar.name + ".partial")
     partial.write_text(json.dumps({**provenance, "adapter_sha256": sha}, indent=2, sort_keys=True) + "\n")
     os.replace(partial, sidecar)
     return sha
+
+
+def write_lora_file(path: Path, state: dict[str, Any], config: dict[str, Any]) -> None:
+    """Write a diffusers LoRA safetensors atomically. Sets in the LoRA config
+    (peft keeps target_modules as one) become sorted lists, so the header,
+    and with it the file's sha256, is the same on every run."""
+    from diffusers import StableDiffusionPipeline
+
+    metadata = {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in config.items()}
+    partial = path.with_name(path.name + ".partial")
+    StableDiffusionPipeline.save_lora_weights(
+        save_directory=str(path.parent),
+        unet_lora_layers=state,
+        weight_name=partial.name,
+        unet_lora_adapter_metadata=metadata,
+    )
+    os.replace(partial, path)
 
 
 def slider_loss(
