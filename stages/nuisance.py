@@ -240,7 +240,7 @@ class NuisanceStage(Stage):
             "out_dir": str(path.parent),
             "file_name": path.name,
             "device": p.device,
-            "target_prompt": fill(p.prompt),
+            "target_prompt": fill(settings["target_prompt"]),
             "positive_prompt": fill(settings["positive_prompt"]),
             "unconditional_prompt": fill(settings["unconditional_prompt"]),
         }

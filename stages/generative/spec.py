@@ -49,8 +49,11 @@ class DiffusionParams(StageParams):
 
 
 class SliderTrainingSettings(BaseModel):
-    """How a slider is trained (Concept Sliders objective; CNS-Bench defaults):
-    the `train:` entry of a manifest slider and the defaults of `train-slider`."""
+    """How a slider is trained (Concept Sliders objective; CNS-Bench defaults,
+    from its training script: target = neutral = unconditional = the class
+    phrase, positive "{class}, in {shift}", x_t reached with the slider on and
+    CFG 7.5 against the unconditional prompt): the `train:` entry of a
+    manifest slider and the defaults of `train-slider`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,9 +65,17 @@ class SliderTrainingSettings(BaseModel):
     resolution: int = Field(default=512, ge=8, le=4096, description="training resolution in px")
     batch_size: int = Field(default=16, ge=1, description="latents per step")
     denoise_steps: int = Field(default=50, ge=2, description="schedule length used to reach x_t")
-    sample_guidance: float = Field(default=3.0, ge=0, description="CFG while sampling x_t")
+    sample_guidance: float = Field(
+        default=7.5, ge=0, description="CFG while sampling x_t (negative = the unconditional prompt)"
+    )
+    target_prompt: str = Field(default="{class}", description="target = neutral prompt; template: {class}, {shift}")
     positive_prompt: str = Field(default="{class}, in {shift}", description="template: {class}, {shift}")
-    unconditional_prompt: str = Field(default="", description="template: {class}, {shift}")
+    unconditional_prompt: str = Field(default="{class}", description="template: {class}, {shift}")
+    target_set: Literal["cns", "all-blocks"] = Field(
+        default="cns",
+        description="layers the LoRA adapts: cns = self-attention + resnet/sampler layers (CNS-Bench); "
+        "all-blocks = every down/mid/up layer except cross-attention",
+    )
     seed: int = Field(default=0, ge=0, description="seed of every random draw of the training")
 
 

@@ -47,7 +47,7 @@ def trained(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return out, json.loads(proc.stdout), proc.stderr
+    return out, {**json.loads(proc.stdout), "argv": cmd[2:]}, proc.stderr
 
 
 def test_cli_writes_adapter_and_provenance(trained):
@@ -60,17 +60,37 @@ def test_cli_writes_adapter_and_provenance(trained):
         == summary["sha256"]
         == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
     )
+    # CNS-Bench's training prompts and x_t guidance
     assert meta["prompts"] == {
-        "target": "a picture of a goldfish",
-        "neutral": "a picture of a goldfish",
+        "target": "goldfish",
+        "neutral": "goldfish",
         "positive": "goldfish, in heavy snow",
-        "unconditional": "",
+        "unconditional": "goldfish",
     }
     settings = meta["settings"]
     assert (settings["rank"], settings["alpha"], settings["eta"], settings["steps"]) == (4, 1.0, 4.0, 8)
+    assert (settings["sample_guidance"], meta["target_set"]) == (7.5, "cns")
     assert settings["optimizer"] == "AdamW"
     assert len(meta["base_model"]["unet_sha256"]) == 64
     assert "step 8/8 loss" in stderr
+
+
+def read_header(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.metadata()
+
+
+def test_two_identical_runs_write_identical_slider_bytes(trained, tmp_path):
+    out, summary, _ = trained
+    cmd = [sys.executable, "-m", "pipeline", *summary["argv"][1:]]
+    again = [*cmd[: cmd.index("--out") + 1], str(tmp_path), *cmd[cmd.index("--out") + 2 :]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(again, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    name = "goldfish-heavy_snow.safetensors"
+    assert (tmp_path / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_probe_loss_decreases(trained):
@@ -87,6 +107,11 @@ def test_saved_slider_loads_and_targets_no_cross_attention(trained):
     out, _, _ = trained
     model = load_fresh_model(str(tiny_pipeline_dir()), None, "cpu", "float32")
     targets = slider_target_modules(model.unet)
+    assert targets == slider_target_modules(model.unet, "cns")
+    assert not any(".proj_in" in t or ".ff." in t for t in targets)
+    header = read_header(out / "goldfish-heavy_snow.safetensors")
+    written = json.loads(header["lora_adapter_metadata"])["unet.target_modules"]  # peft's shortest suffixes
+    assert written == sorted(written) and all(any(t.endswith(w) for w in written) for t in targets)
     assert targets and not any(".attn2." in t or t.startswith("time_embedding") for t in targets)
     assert any(".attn1.to_q" in t for t in targets) and any("resnets.0.conv1" in t for t in targets)
     slider = read_slider(out / "goldfish-heavy_snow.safetensors")
