@@ -21,7 +21,6 @@ from typing import Any
 
 from stages.generative.models import DiffusionModel, file_sha256
 
-
 SLIDER_SUFFIXES = (".safetensors", ".pt")
 
 

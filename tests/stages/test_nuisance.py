@@ -296,3 +296,43 @@ def test_build_release_end_to_end(slider, tmp_path):
     prov = json.loads((tmp_path / "provenance.json").read_text())
     weights = prov["stages"][0]["weights"]
     assert any(k.startswith("slider/heavy_snow/goldfish/") for k in weights)
+
+
+def test_every_model_file_is_fingerprinted(slider, tmp_path):
+    import shutil
+
+    model = shutil.copytree(tiny_pipeline_dir(), tmp_path / "m")
+    before = make_stage(slider, model=str(model)).weight_hashes()
+    assert {k.removeprefix(f"{model}/") for k in before} >= {
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/tokenizer_config.json",
+        "unet/config.json",
+        "text_encoder/config.json",
+    }
+    config = model / "scheduler" / "scheduler_config.json"
+    config.write_text(config.read_text().replace('"leading"', '"trailing"'))
+    after = make_stage(slider, model=str(model)).weight_hashes()
+    changed = {k.removeprefix(f"{model}/") for k in before if before[k] != after[k]}
+    assert changed == {"scheduler/scheduler_config.json"}
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: __import__("shutil").rmtree(m / "vae"), "names vae but .* has no such folder"),
+        (
+            lambda m: (m / "model_index.json").write_text(
+                json.dumps({k: v for k, v in json.loads((m / "model_index.json").read_text()).items() if k != "vae"})
+            ),
+            "model_index.json has no entry for vae",
+        ),
+    ],
+)
+def test_incomplete_model_folder_fails_at_planning(slider, tmp_path, damage, message):
+    import shutil
+
+    model = shutil.copytree(tiny_pipeline_dir(), tmp_path / "m")
+    damage(model)
+    with pytest.raises(ValueError, match=r"nuisance.model: model .*" + message):
+        make_stage(slider, model=str(model)).weight_hashes()
