@@ -37,7 +37,7 @@ import torch
 
 from stages.generative.lora_network import target_modules
 from stages.generative.models import DiffusionModel, load_fresh_model, model_weight_hashes, unet_weight_sha256
-from stages.generative.sampling import EvalCounter, denoise_step, encode_prompts
+from stages.generative.sampling import EvalCounter, Lane, denoise_step, encode_prompts
 from stages.generative.sliders import LoraOff
 from stages.generative.spec import SliderTrainingSettings, resolve_device
 
@@ -200,9 +200,12 @@ def noisy_latents(
     side = cfg.resolution // model.vae_scale_factor
     shape = (batch, model.unet.config.in_channels, side, side)
     latents = torch.randn(shape, generator=generator).to(model.device) * scheduler.init_noise_sigma
-    guide = torch.cat([embeds["unconditional"], embeds["target"]])
+    guide = embeds["target"]
+    if cfg.sample_guidance > 1.0:
+        guide = torch.cat([embeds["unconditional"], guide])
+    lane = [Lane(scheduler, generator)]
     for t in scheduler.timesteps[:k]:
-        latents = denoise_step(model, scheduler, latents, t, guide, cfg.sample_guidance, EvalCounter())
+        latents = denoise_step(model, lane, latents, t, guide, cfg.sample_guidance, EvalCounter())
     return latents, scheduler.timesteps[k]
 
 

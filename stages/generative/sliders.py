@@ -14,6 +14,7 @@ must name a layer of the model's UNet and fit its shapes.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,24 +170,28 @@ def lora_layers(unet: Any, adapter_name: str) -> list[Any]:
 
 
 class PerSampleLoraScale:
-    """Within the block, only `adapter_name` is active and the LoRA update of
-    batch element i is multiplied by `values[i]`: several slider scales share
-    one UNet call. Works by a forward hook on every `lora_A` of the adapter
-    (the update is linear in lora_A's output, and batch is the leading axis of
-    every UNet activation)."""
+    """Within the block, exactly the given adapters are active and the LoRA
+    update of adapter a on batch element i is multiplied by `values[a][i]`:
+    several slider scales, and several sliders, share one UNet call. Works by
+    a forward hook on every `lora_A` of each adapter (the update is linear in
+    lora_A's output, and batch is the leading axis of every UNet activation);
+    an adapter scaled by 0 adds exactly 0 to an element."""
 
-    def __init__(self, unet: Any, adapter_name: str):
-        self.unet, self.adapter_name = unet, adapter_name
-        self.values: Any = None
+    def __init__(self, unet: Any, adapter_names: str | list[str]):
+        self.unet = unet
+        self.adapter_names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        self.values: Any = None  # a tensor (one adapter) or {adapter: tensor}
         self._handles: list[Any] = []
 
     def __enter__(self) -> PerSampleLoraScale:
         self.unet.enable_lora()
-        self.unet.set_adapters([self.adapter_name], weights=[1.0])
-        for layer in lora_layers(self.unet, self.adapter_name):
-            self._handles.append(layer.lora_A[self.adapter_name].register_forward_hook(self._scale))
-        if not self._handles:
-            raise ValueError(f"adapter {self.adapter_name!r} has no LoRA layers in this UNet")
+        self.unet.set_adapters(self.adapter_names, weights=[1.0] * len(self.adapter_names))
+        for name in self.adapter_names:
+            hook = functools.partial(self._scale, name)
+            layers = lora_layers(self.unet, name)
+            if not layers:
+                raise ValueError(f"adapter {name!r} has no LoRA layers in this UNet")
+            self._handles += [layer.lora_A[name].register_forward_hook(hook) for layer in layers]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -194,8 +199,8 @@ class PerSampleLoraScale:
             handle.remove()
         self._handles.clear()
 
-    def _scale(self, module: Any, inputs: Any, output: Any) -> Any:
-        values = self.values
+    def _scale(self, name: str, module: Any, inputs: Any, output: Any) -> Any:
+        values = self.values.get(name) if isinstance(self.values, dict) else self.values
         if values is None or output.shape[0] != values.shape[0]:
             got = None if values is None else values.shape[0]
             raise RuntimeError(f"per-sample LoRA scale: batch {output.shape[0]} but {got} scale values")

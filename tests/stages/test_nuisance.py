@@ -84,10 +84,11 @@ def test_branched_equals_plain_loop_with_fewer_unet_evaluations(loaded):
         images[sampler] = sample_trajectory(
             model, request_for(model, steps=8), adapter, SCALES, 750, sampler, counts[sampler]
         )
-    # 8 DDIM steps: t = 876, 751 (slider off, shared) then 626 ... 1 (6 steps x 6 scales), CFG doubles
+    # 8 DDIM steps: t = 876, 751 (slider off, shared) then 626 ... 1 (6 steps x 6 scales), CFG doubles;
+    # scale 0 (the base model) and the 5 slider scales are one UNet call each per step
     assert counts["plain"].unet_samples == 8 * 6 * 2
     assert counts["branched"].unet_samples == 2 * 2 + 6 * 6 * 2
-    assert counts["branched"].unet_calls == 8 and counts["plain"].unet_calls == 48
+    assert counts["branched"].unet_calls == 2 + 6 * 2 and counts["plain"].unet_calls == 48
     diff = np.abs(images["branched"].astype(int) - images["plain"].astype(int))
     assert images["branched"].shape == (6, 32, 32, 3)
     assert diff.max() <= 2 and diff.mean() < 0.05
@@ -137,10 +138,13 @@ def test_apply_returns_trajectories_with_provenance(slider):
     assert len(first["slider_sha256"]) == 64
     assert out.seeds[:6] == [1000] * 6 and out.labels == [0] * 12
     assert all(im.shape == (32, 32, 3) and im.dtype == np.uint8 for im in out.images)
-    # different seeds give different trajectories; the same seed gives the same pixels
+    # different seeds give different trajectories; the same batch gives the same pixels, and a
+    # trajectory rendered alone differs from it in a batch by rounding only
     assert not np.array_equal(out.images[0], out.images[6])
-    again = stage.apply(prompt_batch(seeds=(3,)), variant)
-    assert all(np.array_equal(a, b) for a, b in zip(again.images, out.images[:6]))
+    again = stage.apply(prompt_batch(seeds=(3, 4)), variant)
+    assert all(np.array_equal(a, b) for a, b in zip(again.images, out.images))
+    alone = stage.apply(prompt_batch(seeds=(3,)), variant)
+    assert max(np.abs(a.astype(int) - b).max() for a, b in zip(alone.images, out.images[:6])) <= 2
     json.dumps(out.shift)
 
 
