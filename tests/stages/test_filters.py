@@ -352,3 +352,18 @@ def test_reference_filters_need_a_shift_that_emits_trajectories(models):
         parse_release(release)
     release["filters"] = {"chain": [{"filter": "quality"}]}
     assert parse_release(release).filters.chain[0].filter == "quality"
+
+
+def test_clip_scores_do_not_depend_on_what_shares_the_batch(models):
+    from stages.filters.clip import ClipEncoder
+
+    batch = trajectory_batch(2, scales=(0.0, 1.0, 2.0))
+    prompts = ["a photo of a cat", "a photo of an astronaut in heavy snow, at night, far away"]
+    together = ClipEncoder(models["clip"])
+    images, texts = together.images(batch.images), together.texts(prompts)
+    alone = ClipEncoder(models["clip"])
+    for i, image in enumerate(batch.images):
+        assert np.array_equal(alone.images([image])[0], images[i])
+    assert np.array_equal(alone.texts(prompts[:1])[0], texts[0])  # not padded to the longer prompt
+    reversed_ = ClipEncoder(models["clip"]).images(batch.images[::-1])
+    assert np.array_equal(reversed_[::-1], images)
