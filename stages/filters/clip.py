@@ -15,8 +15,8 @@ from pydantic import field_validator
 
 from stages.base import Batch
 from stages.filters.base import Filter
-from stages.filters.embedding import ModelParams, ReferenceFilter, rgb, unit_rows
-from stages.filters.models import features, load_clip, weight_hashes
+from stages.filters.embedding import ModelParams, ReferenceFilter, checked_weight_hashes, rgb, unit_rows
+from stages.filters.models import features, load_clip
 
 
 class ClipEncoder:
@@ -102,7 +102,7 @@ class ClipTextFilter(Filter):
         return {self.name: np.maximum(100.0 * np.sum(images * texts, axis=1), 0.0).tolist()}
 
     def weight_hashes(self) -> dict[str, str]:
-        return weight_hashes(self.params.model)
+        return checked_weight_hashes(self.params.model, self.name, ("clip",))
 
 
 class ClipClass(ClipTextFilter):
@@ -132,7 +132,7 @@ class ClipRef(ReferenceFilter):
         return self.encoder.images(images)
 
     def weight_hashes(self) -> dict[str, str]:
-        return weight_hashes(self.params.model)
+        return checked_weight_hashes(self.params.model, self.name, ("clip",))
 
 
 FILTERS = [ClipClass, ClipClassShift, ClipRef]

@@ -367,3 +367,17 @@ def test_clip_scores_do_not_depend_on_what_shares_the_batch(models):
     assert np.array_equal(alone.texts(prompts[:1])[0], texts[0])  # not padded to the longer prompt
     reversed_ = ClipEncoder(models["clip"]).images(batch.images[::-1])
     assert np.array_equal(reversed_[::-1], images)
+
+
+@pytest.mark.parametrize("which, message", [("dino", "model_type 'dinov2', expected one of \\['clip'\\]"),
+                                            ("absent", "not a local folder and not in the local Hugging Face cache")])
+def test_clip_filter_refuses_a_missing_or_non_clip_model_in_one_line(models, which, message, tmp_path):
+    from stages.filters.clip import ClipRef
+
+    path = str(tmp_path / "nowhere") if which == "absent" else models[which]
+    if which == "absent":
+        path = "nobody/no-such-clip-model"
+    with pytest.raises(ValueError, match=message) as info:
+        ClipRef(ClipRef.Params(filter="clip_ref", model=path)).weight_hashes()
+    assert "\n" not in str(info.value) and str(info.value).startswith("clip_ref.model")
+    assert ClipRef(ClipRef.Params(filter="clip_ref", model=models["clip"])).weight_hashes()
