@@ -23,7 +23,7 @@ from pipeline.imagefile import decode_image
 from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key, sha256_bytes
 from pipeline.sources.unique_keys import UniqueKeys
 
-ANNOTATION_FIELDS = ("id", "category_id", "bbox", "area", "iscrowd")
+ANNOTATION_FIELDS = ("id", "category_id", "bbox", "area", "iscrowd", "segmentation")
 
 
 class CocoSpec(SourceSpec):
