@@ -381,3 +381,12 @@ def test_clip_filter_refuses_a_missing_or_non_clip_model_in_one_line(models, whi
         ClipRef(ClipRef.Params(filter="clip_ref", model=path)).weight_hashes()
     assert "\n" not in str(info.value) and str(info.value).startswith("clip_ref.model")
     assert ClipRef(ClipRef.Params(filter="clip_ref", model=models["clip"])).weight_hashes()
+
+
+def test_rejection_reasons_print_enough_digits_to_show_the_failure():
+    from stages.filters.base import Threshold
+
+    assert Threshold(min=1.0).failure("clip_ref", 0.99999) == "clip_ref 0.99999 < 1"
+    assert Threshold(max=0.95).failure("quality_saturated", 0.9500001) == "quality_saturated 0.9500001 > 0.95"
+    assert Threshold(min=28.739).failure("clip_class", 21.3456) == "clip_class 21.35 < 28.739"
+    assert Threshold(min=1.0).failure("clip_ref", 1.0) is None
