@@ -300,6 +300,18 @@ def test_build_release_end_to_end(slider, tmp_path):
     prov = json.loads((tmp_path / "provenance.json").read_text())
     weights = prov["stages"][0]["weights"]
     assert any(k.startswith("slider/heavy_snow/goldfish/") for k in weights)
+    # preview: rows are the trajectories, columns the scales of the shift
+    from PIL import Image
+
+    from pipeline.preview import contact_sheet
+
+    sheet = np.asarray(Image.open(contact_sheet(tmp_path, tmp_path / "p.png", rows=6, tile=32)))
+    assert sheet.shape == (46 + 2 * 36, 150 + 3 * 36, 3)
+    by_key = {s["__key__"]: s["png"] for s in samples}
+    for r, seed in enumerate((0, 1)):
+        for c, tag in enumerate(("s0p0", "s1p0", "s2p0")):
+            tile = sheet[46 + r * 36 : 46 + r * 36 + 32, 150 + c * 36 : 150 + c * 36 + 32]
+            assert np.array_equal(tile, by_key[f"000_goldfish-seed000{seed}-{tag}"])
 
 
 def test_every_model_file_is_fingerprinted(slider, tmp_path):
