@@ -390,3 +390,24 @@ def test_rejection_reasons_print_enough_digits_to_show_the_failure():
     assert Threshold(max=0.95).failure("quality_saturated", 0.9500001) == "quality_saturated 0.9500001 > 0.95"
     assert Threshold(min=28.739).failure("clip_class", 21.3456) == "clip_class 21.35 < 28.739"
     assert Threshold(min=1.0).failure("clip_ref", 1.0) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad", ["clip_for_dino", "absent"])
+def test_build_with_a_wrong_or_missing_filter_model_exits_2_before_writing(models, tmp_path, write_manifest, bad):
+    import subprocess
+    import sys
+
+    model = models["clip"] if bad == "clip_for_dino" else "nobody/no-such-dino"
+    manifest = write_manifest({
+        "name": "bad-filter", "version": "0.0.1",
+        "source": {"kind": "prompts", "classes": ["goldfish"], "seeds": [0]},
+        "shifts": [{"stage": "nuisance", "model": str(tmp_path), "sliders": [{"shift": "snow", "path": "s.pt"}]}],
+        "filters": {"chain": [{"filter": "dino_ref", "model": model}]},
+    })
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "build", str(manifest), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "dino_ref.model" in proc.stderr, proc.stderr
+    assert not out.exists()
