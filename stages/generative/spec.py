@@ -91,6 +91,25 @@ def resolve_device(device: str, dtype: str) -> tuple[str, str]:
     return device, dtype
 
 
+def cuda_visible() -> bool:
+    """Run on each Dask worker (`client.run(cuda_visible)`): whether this
+    worker's process sees a CUDA device. A stage with `device: cuda` needs
+    at least one such worker; the driver's own GPU does not count."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def check_cuda_workers(device: str, visible_by_worker: dict[str, bool], field: str) -> None:
+    """ValueError (bad input, before any work) when `device` is cuda and no worker sees CUDA."""
+    if device == "cuda" and not any(visible_by_worker.values()):
+        raise ValueError(
+            f"{field}: device cuda, but none of the cluster's {len(visible_by_worker)} workers sees a CUDA device"
+        )
+
+
 def gpu_resources(device: str) -> dict[str, float]:
     """What a task of this stage needs from a Dask worker. `auto` resolves on
     the machine that asks, so a driver without a GPU places tasks anywhere."""

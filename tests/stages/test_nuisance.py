@@ -352,3 +352,13 @@ def test_incomplete_model_folder_fails_at_planning(slider, tmp_path, damage, mes
     damage(model)
     with pytest.raises(ValueError, match=r"nuisance.model: model .*" + message):
         make_stage(slider, model=str(model)).weight_hashes()
+
+
+def test_cuda_is_checked_on_the_workers_not_the_driver():
+    from stages.generative.spec import check_cuda_workers, cuda_visible
+
+    assert cuda_visible() is __import__("torch").cuda.is_available()
+    with pytest.raises(ValueError, match="nuisance.device: device cuda, but none of the cluster's 2 workers"):
+        check_cuda_workers("cuda", {"tcp://a": False, "tcp://b": False}, "nuisance.device")
+    check_cuda_workers("cuda", {"tcp://a": False, "tcp://b": True}, "nuisance.device")
+    check_cuda_workers("auto", {"tcp://a": False}, "nuisance.device")
