@@ -140,6 +140,21 @@ def client_on_demand(workers: int | None, scheduler: str | None,
         yield client_for
 
 
+def check_cuda_stages(release: Any, client_for: Callable[[], Client]) -> None:
+    """A stage asking for `device: cuda` needs a worker that sees CUDA (asked
+    of the workers, not the driver); otherwise bad input before any work."""
+    fields = [f"shifts.{i}.device" for i, spec in enumerate(release.shifts) if getattr(spec, "device", None) == "cuda"]
+    if not fields:
+        return
+    from pipeline.manifest import ManifestError
+    from stages.generative.spec import check_cuda_workers, cuda_visible
+
+    try:
+        check_cuda_workers("cuda", client_for().run(cuda_visible), fields[0])
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
+
+
 def build_release(manifest: str | Path | Any, out: str | Path, workers: int | None = None,
                   scheduler: str | None = None, progress: bool = False,
                   on_event: Callable[[str], None] | None = None) -> BuildResult:
@@ -147,6 +162,7 @@ def build_release(manifest: str | Path | Any, out: str | Path, workers: int | No
     release = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
     say = on_event or (lambda msg: None)
     with client_on_demand(workers, scheduler, say) as client_for:
+        check_cuda_stages(release, client_for)
         prepared = run_preparations(client_for, release_preparations(release), say)
         result = _build_planned(release, out, client_for, progress, say, started)
     result.prepared = prepared

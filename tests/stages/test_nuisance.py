@@ -362,3 +362,20 @@ def test_cuda_is_checked_on_the_workers_not_the_driver():
         check_cuda_workers("cuda", {"tcp://a": False, "tcp://b": False}, "nuisance.device")
     check_cuda_workers("cuda", {"tcp://a": False, "tcp://b": True}, "nuisance.device")
     check_cuda_workers("auto", {"tcp://a": False}, "nuisance.device")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_stage_without_a_cuda_worker_is_bad_input_before_any_work(slider, tmp_path):
+    from pipeline.build import build_release
+    from pipeline.manifest import ManifestError, parse_release
+
+    release = parse_release({
+        "name": "cns-cuda", "version": "0.0.1",
+        "source": {"kind": "prompts", "classes": ["goldfish"], "seeds": [0]},
+        "shifts": [{"stage": "nuisance", "model": str(tiny_pipeline_dir()), "device": "cuda",
+                    "sliders": [{"shift": "heavy snow", "path": str(slider), "class_name": "goldfish"}]}],
+    })
+    with pytest.raises(ManifestError, match=r"shifts.0.device: device cuda, but none of the cluster's 1 workers"):
+        build_release(release, tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()
