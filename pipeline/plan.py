@@ -89,6 +89,20 @@ def _check_unique_configs(variants: list[tuple[int, Variant]]) -> None:
         seen[variant.config] = stage_index
 
 
+def _check_source_classes(release: Any, stages: list[Stage]) -> None:
+    """Stages that name classes (e.g. a slider per class) against a source that lists its classes."""
+    classes = getattr(release.source, "classes", None)
+    if not classes:
+        return
+    for stage_index, stage in enumerate(stages):
+        check = getattr(stage, "check_classes", None)
+        if check is not None:
+            try:
+                check(list(classes))
+            except ValueError as exc:
+                raise ManifestError(f"shifts.{stage_index} ({stage.name}): {exc}") from None
+
+
 def _work_fingerprint(stage_index: int, stage: Stage) -> dict:
     """A stage's fingerprint; a model or adapter file that cannot be found is bad input."""
     try:
@@ -111,6 +125,7 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
         except SourceError as exc:   # e.g. a missing folder or shard: bad input, before any work
             raise ManifestError(f"source: {exc}") from None
     stages = build_stages(release)
+    _check_source_classes(release, stages)
     variants = [(si, v) for si, stage in enumerate(stages) for v in stage.variants()]
     _check_unique_configs(variants)
 

@@ -264,6 +264,14 @@ class NuisanceStage(Stage):
         payload = {"schema": TRAINING_SCHEMA, "base_weights": weights, **inputs}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    def check_classes(self, classes: list[str]) -> None:
+        """Every slider's class must be one the source renders."""
+        for j, slider in enumerate(self.params.sliders):
+            if slider.class_name is not None and slider.class_name not in classes:
+                raise ValueError(
+                    f"sliders[{j}].class_name {slider.class_name!r} is not a class of the source ({sorted(classes)})"
+                )
+
     def slider_for(self, shift: str, class_name: str | None) -> SliderSpec | None:
         by_class = {s.class_name: s for s in self.params.sliders if s.shift == shift}
         return by_class.get(class_name) or by_class.get(None)

@@ -379,3 +379,20 @@ def test_cuda_stage_without_a_cuda_worker_is_bad_input_before_any_work(slider, t
     with pytest.raises(ManifestError, match=r"shifts.0.device: device cuda, but none of the cluster's 1 workers"):
         build_release(release, tmp_path / "out", workers=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_slider_class_missing_from_the_source_is_bad_input_at_planning(slider):
+    from pipeline.manifest import ManifestError, parse_release
+    from pipeline.plan import plan_release
+
+    def release(classes):
+        return parse_release({
+            "name": "cns-classes", "version": "0.0.1",
+            "source": {"kind": "prompts", "classes": classes, "seeds": [0]},
+            "shifts": [{"stage": "nuisance", "model": str(tiny_pipeline_dir()), "device": "cpu",
+                        "sliders": [{"shift": "heavy snow", "path": str(slider), "class_name": "goldfish"}]}],
+        })
+
+    with pytest.raises(ManifestError, match=r"shifts.0 \(nuisance\): sliders\[0\].class_name 'goldfish' is not"):
+        plan_release(release(["tabby cat"]))
+    assert len(plan_release(release(["goldfish", "tabby cat"])).units) == 1
