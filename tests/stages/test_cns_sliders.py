@@ -150,6 +150,7 @@ def test_pt_slider_gives_the_images_of_cns_bench_sampler(cns, sampler):
     assert np.abs(cns[1][2].astype(int) - cns[1][0].astype(int)).max() > 20
 
 
+@pytest.mark.slow
 def test_convert_slider_cli_gives_the_same_images(cns, tmp_path):
     out = tmp_path / "goldfish-heavy_snow.safetensors"
     cmd = [sys.executable, "-m", "pipeline", "convert-slider", str(cns[0]), "--model", str(tiny_pipeline_dir())]

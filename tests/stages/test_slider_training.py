@@ -82,6 +82,7 @@ def read_header(path: Path) -> dict:
         return fh.metadata()
 
 
+@pytest.mark.slow
 def test_two_identical_runs_write_identical_slider_bytes(trained, tmp_path):
     out, summary, _ = trained
     cmd = [sys.executable, "-m", "pipeline", *summary["argv"][1:]]

@@ -82,6 +82,7 @@ def test_stochastic_schedulers_are_seeded_per_trajectory(two_sliders, name):
     assert np.abs(runs[0][0][0].astype(int) - runs[0][1][0].astype(int)).max() > 10  # seeds differ
 
 
+@pytest.mark.slow
 def test_stage_output_does_not_depend_on_trajectory_batch_beyond_rounding(two_sliders):
     _, _, paths = two_sliders
     outs = {}
