@@ -278,3 +278,29 @@ def test_failed_preparation_names_itself_and_bad_model_is_bad_input(tmp_path, sc
     shifts = [release.shifts[0].model_copy(update={"model": str(tmp_path / "absent")})]
     with pytest.raises(ManifestError, match=r"shifts.0 \(nuisance\): nuisance.model: .*not a local folder"):
         release_preparations(release.model_copy(update={"shifts": shifts}))
+
+
+def test_x_t_is_reached_with_cfg_against_the_unconditional_prompt(tmp_path):
+    """CNS-Bench denoises to x_t with CFG between the unconditional and target prompts, which
+    are both the class phrase: guidance then changes nothing. Against "" it would."""
+    import torch
+
+    from stages.generative.models import load_fresh_model
+    from stages.generative.sampling import encode_prompts
+    from stages.generative.slider_training import SliderTrainingConfig, noisy_latents
+
+    model = load_fresh_model(str(tiny_pipeline_dir()), None, "cpu", "float32")
+
+    def x_t(guidance, unconditional="{class}"):
+        cfg = SliderTrainingConfig(model="m", class_name="goldfish", shift="snow", out_dir=tmp_path, resolution=32,
+                                   denoise_steps=6, sample_guidance=guidance, unconditional_prompt=unconditional)
+        embeds = {k: encode_prompts(model, [v]) for k, v in cfg.prompts().items()}
+        return noisy_latents(model, cfg, embeds, torch.Generator().manual_seed(5), 1)
+
+    (cns, t), (unguided, t1) = x_t(7.5), x_t(1.0)
+    assert t == t1 and cns.shape == (1, 4, 16, 16)
+    torch.testing.assert_close(cns, unguided, rtol=0, atol=1e-5)
+    empty, _ = x_t(7.5, unconditional="")
+    assert (empty - cns).abs().max() > 1e-3
+    assert SliderTrainingConfig(model="m", class_name="goldfish", shift="heavy snow", out_dir=tmp_path).prompts() == {
+        "target": "goldfish", "neutral": "goldfish", "positive": "goldfish, in heavy snow", "unconditional": "goldfish"}
