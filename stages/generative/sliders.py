@@ -50,10 +50,13 @@ def read_slider(path: str | Path) -> SliderFile:
         raise FileNotFoundError(f"slider {str(path)!r}: file not found")
     sidecar = path.with_suffix(".json")
     training = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    return SliderFile(path=path, sha256=file_sha256(path), format=file_format(path), training=training)
+    sha = file_sha256(path)
+    return SliderFile(path=path, sha256=sha, format=file_format(path, sha), training=training)
 
 
-def file_format(path: Path) -> str:
+@functools.lru_cache(maxsize=256)
+def file_format(path: Path, sha256: str) -> str:
+    """The slider's key format; read once per file content in a process."""
     from stages.generative.lora_network import read_state_dict, slider_format
 
     if path.suffix == ".safetensors":
