@@ -81,6 +81,7 @@ def test_coco_source_index_and_meta(coco):
             "bbox": [10.0, 4.0, 30.0, 40.0],
             "area": 1200.0,
             "iscrowd": 0,
+            "segmentation": [[10, 4, 40, 4, 40, 44]],
         }
     ]
 
@@ -152,6 +153,7 @@ def test_domain_annotations_export(coco):
             "bbox": [10.0, 4.0, 30.0, 40.0],
             "area": 1200.0,
             "iscrowd": 0,
+            "segmentation": [[10, 4, 40, 4, 40, 44]],
         }
     ]
     assert [c["name"] for c in doc["categories"]] == ["person", "cup"]
