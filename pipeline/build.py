@@ -148,6 +148,21 @@ def client_on_demand(workers: int | None, scheduler: str | None, say: Callable[[
         yield client_for
 
 
+def check_cuda_stages(release: Any, client_for: Callable[[], Client]) -> None:
+    """A stage asking for `device: cuda` needs a worker that sees CUDA (asked
+    of the workers, not the driver); otherwise bad input before any work."""
+    fields = [f"shifts.{i}.device" for i, spec in enumerate(release.shifts) if getattr(spec, "device", None) == "cuda"]
+    if not fields:
+        return
+    from pipeline.manifest import ManifestError
+    from stages.generative.spec import check_cuda_workers, cuda_visible
+
+    try:
+        check_cuda_workers("cuda", client_for().run(cuda_visible), fields[0])
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
+
+
 def build_release(manifest: str | Path | Any, out: str | Path, workers: int | None = None,
                   scheduler: str | None = None, progress: bool = False,
                   on_event: Callable[[str], None] | None = None, lock: bool = True,
@@ -184,6 +199,7 @@ def _build_locked(release: Any, out: str | Path, workers: int | None, scheduler:
     with client_on_demand(workers, scheduler, say, str(out)) as client_for:
         if scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS"):
             client_for()    # a running cluster: its workers prove they see `out` before anything is written
+        check_cuda_stages(release, client_for)
         prepared = run_preparations(client_for, release_preparations(release), say)
         result = _build_planned(release, out, client_for, progress, say, started)
     result.prepared = prepared

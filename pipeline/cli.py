@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "pipeline.hub_cli",       # publish, regenerate, schedule
     "stages.generative.cli",  # train-slider
     "pipeline.evaluate.cli",  # evaluate
+    "stages.generative.convert",  # convert-slider
 ]
 
 

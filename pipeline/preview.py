@@ -1,4 +1,8 @@
-"""`preview`: a contact sheet PNG — rows are source images, columns are configs."""
+"""`preview`: a contact sheet PNG — rows are source images, columns are configs.
+
+A config whose samples carry a slider `scale` (nuisance trajectories) shows
+its whole scale sweep: one column per scale, grouped by config, so each row
+reads as a trajectory from the unshifted image to the strongest shift."""
 
 from __future__ import annotations
 
@@ -13,21 +17,19 @@ import webdataset as wds
 from PIL import Image, ImageDraw, ImageFont
 
 
-def _read_config(out: Path, shards: list[str], wanted: set[str] | None) -> dict[str, tuple[np.ndarray, str]]:
-    """source key -> (thumbnail pixels, shift label) for one config, read with webdataset."""
-    found = {}
+def _read_config(out: Path, shards: list[str], wanted: set[str] | None) -> dict[str, dict[float | None, np.ndarray]]:
+    """source key -> {scale (None when the config has none): thumbnail pixels} for one config."""
+    found: dict[str, dict[float | None, np.ndarray]] = defaultdict(dict)
     urls = [str(out / s) for s in shards]
     for sample in wds.WebDataset(urls, shardshuffle=False).decode("rgb8"):
         doc = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
         source_key = doc["source"]["key"]
         if wanted is not None and source_key not in wanted:
             continue
-        image = sample.get("png", sample.get("jpg"))
-        if source_key not in found:
-            found[source_key] = (image, doc["key"])
-        if wanted is not None and len(found) == len(wanted):
-            break
-    return found
+        shift = doc.get("shift") if isinstance(doc.get("shift"), dict) else {}
+        scale = shift.get("scale") if isinstance(shift.get("scale"), (int, float)) else None
+        found[source_key].setdefault(None if scale is None else float(scale), sample.get("png", sample.get("jpg")))
+    return dict(found)
 
 
 def _first_sources(out: Path, configs: list[str], rows: int) -> list[str]:
@@ -59,15 +61,23 @@ def contact_sheet(out: str | Path, dest: str | Path, rows: int = 6, configs: str
         raise ValueError(f"no config with shards matches {configs!r} in {out}")
     order = _first_sources(out, selected, rows)
     grid: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    columns: list[str] = []
     for config in selected:
-        for source_key, (image, _) in _read_config(out, prov["configs"][config]["shards"], set(order)).items():
-            grid[source_key][config] = image
+        found = _read_config(out, prov["configs"][config]["shards"], set(order))
+        scales = sorted({s for images in found.values() for s in images}, key=lambda s: (s is not None, s or 0))
+        for scale in scales:
+            column = config if scale is None else f"{config}-scale {scale:g}"
+            columns.append(column)
+            for source_key, images in found.items():
+                if scale in images:
+                    grid[source_key][column] = images[scale]
+    columns = columns[:max_columns]
     clean = _clean_images(prov, set(order))
     if clean:
         for source_key, image in clean.items():
             grid[source_key]["clean"] = image
-        selected = ["clean", *selected]
-    return _draw(grid, order, selected, Path(dest), tile)
+        columns = ["clean", *columns]
+    return _draw(grid, order, columns, Path(dest), tile)
 
 
 def _clean_images(prov: dict, wanted: set[str]) -> dict[str, np.ndarray]:

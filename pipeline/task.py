@@ -63,7 +63,14 @@ def filters_for(release: Any):
 def filters_fingerprint(release: Any) -> Any:
     """Filter versions, params, thresholds, rule and weight sha256s (None without filters)."""
     chain = filters_for(release)
-    return None if chain is None else chain.fingerprint()
+    if chain is None:
+        return None
+    try:
+        return chain.fingerprint()
+    except (ValueError, FileNotFoundError) as exc:  # a missing or wrong filter model is bad input
+        from pipeline.manifest import ManifestError
+
+        raise ManifestError(f"filters: {exc}") from None
 
 
 def unit_tar(release: Any, shard_id: str) -> str | None:

@@ -61,6 +61,7 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
 
 # factories called while the module is imported (building a dispatch table): mutmut switches a
 # mutant on only after import, so these mutants can never run; they are listed with the equivalents
+INT64_FILL = "np.full(n, -1) is int64 on the 64-bit platforms we run on"
 ZARR_DEFAULT = "zarr 3 writes format 3 and this dtype's fill value (0, '' or False) by default"
 IMPORT_TIME = "unreachable under mutmut: the factory runs at import, before any mutant is switched on"
 
@@ -89,9 +90,10 @@ EQUIVALENT: dict[str, str] = {
     "stages.medical.transforms.x_transform__mutmut_33": "every transform already returns x's shape",
     "stages.medical.transforms.x_transform__mutmut_35": "every transform already returns uint8",
     "stages.medical.transforms.x_transform__mutmut_37": "every transform already returns uint8",
-    **{f"pipeline.writers.zarr_store.x_ensure_store__mutmut_{i}": ZARR_DEFAULT for i in (15, 18, 29, 35, 62, 67, 75, 80)},
-    "pipeline.writers.zarr_store.x_write_region__mutmut_17": "np.full(n, -1) is int64 on the 64-bit platforms we run on",
-    "pipeline.writers.zarr_store.x_write_region__mutmut_20": "np.full(n, -1) is int64 on the 64-bit platforms we run on",
+    **{f"pipeline.writers.zarr_store.x_ensure_store__mutmut_{i}": ZARR_DEFAULT
+       for i in (15, 18, 29, 35, 62, 67, 75, 80)},
+    "pipeline.writers.zarr_store.x_write_region__mutmut_17": INT64_FILL,
+    "pipeline.writers.zarr_store.x_write_region__mutmut_20": INT64_FILL,
     "pipeline.writers.files.x_remove_temporaries__mutmut_3": "globbing a missing root finds nothing either way",
     "pipeline.writers.files.xǁReleaseStoreǁremove_empty_folders__mutmut_4":
         "the root is a folder; a listed file lists itself, so it is never taken for an empty folder",

@@ -24,7 +24,6 @@ import string
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stages.base import Batch, ManifestPath, Preparation, Stage, Variant
@@ -45,7 +44,11 @@ class SliderSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shift: str = Field(min_length=1, description="shift name, e.g. 'heavy snow'; one output config per shift")
-    path: ManifestPath = Field(min_length=1, description="LoRA slider .safetensors (from `shiftforge train-slider`)")
+    path: ManifestPath = Field(
+        min_length=1,
+        description="LoRA slider: .safetensors from `shiftforge train-slider`/`convert-slider`, "
+        "or a CNS-Bench LoRANetwork .pt",
+    )
     class_name: str | None = Field(default=None, description="class this slider was trained for; none = any")
     train: SliderTrainingSettings | None = Field(
         default=None, description="train the slider into `path` before generation (needs class_name)"
@@ -69,6 +72,12 @@ class NuisanceParams(DiffusionParams):
     sampler: Literal["branched", "plain"] = Field(
         default="branched",
         description="branched: shared prefix + all scales per UNet call; plain: reference loop",
+    )
+    trajectory_batch: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="branched: trajectories denoised together per UNet call (CNS-Bench batches 25 seeds)",
     )
 
     @field_validator("scales")
@@ -173,13 +182,14 @@ class NuisanceStage(Stage):
         return len(self.params.scales)
 
     def weight_hashes(self) -> dict[str, str]:
-        from stages.generative.models import model_weight_hashes, unet_weight_sha256
-        from stages.generative.sliders import check_slider_base, read_slider
+        from stages.generative.models import model_weight_hashes, resolve_model_root, unet_weight_sha256
+        from stages.generative.sliders import check_slider_base, read_slider, slider_layers
 
         p = self.params
         try:
             hashes = model_weight_hashes(p.model, p.revision)
             base = unet_weight_sha256(p.model, p.revision)
+            root, _ = resolve_model_root(p.model, p.revision)
         except (OSError, ValueError) as exc:
             raise ValueError(f"nuisance.model: {exc}") from None
         for j, spec in enumerate(p.sliders):
@@ -190,6 +200,7 @@ class NuisanceStage(Stage):
             try:
                 slider = read_slider(spec.path)
                 check_slider_base(slider, base, p.model)
+                slider_layers(slider, root)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"nuisance.sliders[{j}].path: {exc}") from None
             hashes[key] = slider.sha256
@@ -234,7 +245,7 @@ class NuisanceStage(Stage):
             "out_dir": str(path.parent),
             "file_name": path.name,
             "device": p.device,
-            "target_prompt": fill(p.prompt),
+            "target_prompt": fill(settings["target_prompt"]),
             "positive_prompt": fill(settings["positive_prompt"]),
             "unconditional_prompt": fill(settings["unconditional_prompt"]),
         }
@@ -253,40 +264,61 @@ class NuisanceStage(Stage):
         payload = {"schema": TRAINING_SCHEMA, "base_weights": weights, **inputs}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
+    def check_source(self, description: dict[str, Any]) -> None:
+        """Every slider's class must be one the source renders (when the source names its classes)."""
+        classes = [str(c) for c in description.get("classes") or []]
+        if not classes:
+            return
+        for j, slider in enumerate(self.params.sliders):
+            if slider.class_name is not None and slider.class_name not in classes:
+                raise ValueError(
+                    f"sliders[{j}].class_name {slider.class_name!r} is not a class of the source ({sorted(classes)})"
+                )
+
     def slider_for(self, shift: str, class_name: str | None) -> SliderSpec | None:
         by_class = {s.class_name: s for s in self.params.sliders if s.shift == shift}
         return by_class.get(class_name) or by_class.get(None)
 
     def apply(self, batch: Batch, variant: Variant) -> Batch:
+        """Every ok input becomes its trajectory (all scales); inputs are
+        rendered `trajectory_batch` at a time. A failure turns every scale of
+        the trajectories it hit into error rows."""
         from stages.generative.sampling import EvalCounter
+        from stages.generative.trajectories import render_jobs
 
-        counter = EvalCounter()
-        parts = [
-            self._trajectory(batch, i, variant, counter) if batch.status[i] == "ok" else batch.select([i])
-            for i in range(len(batch))
-        ]
-        return Batch.concat(parts) if parts else batch
-
-    def _trajectory(self, batch: Batch, i: int, variant: Variant, counter: Any) -> Batch:
-        """All scales of input i as one batch; on failure every scale becomes an error row."""
         shift = variant.params["shift"]
-        class_name = batch.meta[i].get("class_name")
-        if class_name is None and batch.labels[i] is not None:
-            class_name = str(batch.labels[i])
-        out = self._scaled_copies(batch, i, variant, class_name)
-        try:
-            slider = self.slider_for(shift, class_name)
-            if slider is None:
-                raise ValueError(f"no slider for class {class_name!r} in shift {shift!r}")
-            images = self._render(batch, i, class_name, slider, counter)
-        except Exception as exc:  # noqa: BLE001 - a failed generation is an error row, not a crash
-            for j in range(len(out)):
-                out.fail(j, f"nuisance: {type(exc).__name__}: {str(exc)[:300]}")
-            return out
-        out.images = list(images)
-        for j in range(len(out)):
-            out.shift[j]["slider_sha256"] = self._slider_sha(slider)
-        return out
+        parts: list[Batch] = []
+        jobs: dict[int, tuple[Any, SliderSpec]] = {}
+        for i in range(len(batch)):
+            if batch.status[i] != "ok":
+                parts.append(batch.select([i]))
+                continue
+            class_name = batch.meta[i].get("class_name")
+            if class_name is None and batch.labels[i] is not None:
+                class_name = str(batch.labels[i])
+            parts.append(self._scaled_copies(batch, i, variant, class_name))
+            try:
+                slider = self.slider_for(shift, class_name)
+                if slider is None:
+                    raise ValueError(f"no slider for class {class_name!r} in shift {shift!r}")
+                jobs[len(parts) - 1] = (self._job(batch, i, class_name, slider), slider)
+            except Exception as exc:  # noqa: BLE001 - a failed generation is an error row, not a crash
+                fail_all(parts[-1], exc)
+        if jobs:
+            p = self.params
+            model = self._model()
+            results = render_jobs(
+                model, [job for job, _ in jobs.values()], list(p.scales), p.start_noise, p.sampler,
+                p.trajectory_batch, EvalCounter(),
+            )
+            for (k, (_, slider)), images in zip(jobs.items(), results):
+                if isinstance(images, Exception):
+                    fail_all(parts[k], images)
+                    continue
+                parts[k].images = list(images)
+                for j in range(len(parts[k])):
+                    parts[k].shift[j]["slider_sha256"] = self._slider_sha(slider)
+        return Batch.concat(parts) if parts else batch
 
     def _scaled_copies(self, batch: Batch, i: int, variant: Variant, class_name: str | None) -> Batch:
         scales = self.params.scales
@@ -321,16 +353,9 @@ class NuisanceStage(Stage):
         seed = batch.meta[i].get("seed")
         return int(seed) if isinstance(seed, int) else int(batch.seeds[i])
 
-    def _render(
-        self, batch: Batch, i: int, class_name: str | None, slider: SliderSpec, counter: Any
-    ) -> np.ndarray:
-        from stages.generative.sampling import (
-            GenerationRequest,
-            as_rgb,
-            fit_size,
-            resize_image,
-            sample_trajectory,
-        )
+    def _job(self, batch: Batch, i: int, class_name: str | None, slider: SliderSpec) -> Any:
+        from stages.generative.sampling import GenerationRequest, as_rgb, fit_size, resize_image
+        from stages.generative.trajectories import TrajectoryJob
 
         p = self.params
         model = self._model()
@@ -340,11 +365,13 @@ class NuisanceStage(Stage):
         if "{class}" in p.prompt and not text:
             raise ValueError("the prompt needs a class name but the sample has none")
         source = batch.images[i]
+        out_size = (p.output_size, p.output_size) if p.output_size else None
         if p.mode == "image2image":
             if source is None:
                 raise ValueError("image2image needs source pixels; this item has none")
             height, width = fit_size(*source.shape[:2], side, model.size_multiple)
             init = resize_image(as_rgb(source), height, width)
+            out_size = out_size or tuple(source.shape[:2])
         else:
             height = width = fit_size(side, side, side, model.size_multiple)[0]
             init = None
@@ -359,12 +386,7 @@ class NuisanceStage(Stage):
             init_image=init,
             strength=p.strength,
         )
-        images = sample_trajectory(model, request, adapter, list(p.scales), p.start_noise, p.sampler, counter)
-        if p.output_size:
-            return np.stack([resize_image(im, p.output_size, p.output_size) for im in images])
-        if source is not None and p.mode == "image2image":
-            return np.stack([resize_image(im, *source.shape[:2]) for im in images])
-        return images
+        return TrajectoryJob(request=request, adapter=adapter, out_size=out_size)
 
     def _model(self) -> Any:
         from stages.generative.models import load_model
@@ -390,6 +412,11 @@ class NuisanceStage(Stage):
         from stages.generative.sliders import read_slider
 
         return read_slider(slider.path).sha256
+
+
+def fail_all(out: Batch, exc: Exception) -> None:
+    for j in range(len(out)):
+        out.fail(j, f"nuisance: {type(exc).__name__}: {str(exc)[:300]}")
 
 
 STAGE = NuisanceStage

@@ -64,7 +64,12 @@ class StylesParams(StageParams):
 
 def describe_objects(annotations: list[dict[str, Any]]) -> str:
     names = list(dict.fromkeys(a.get("category") for a in annotations if a.get("category")))
-    return ", ".join(f"a {n}" for n in names[:5]) if names else "a scene"
+    return ", ".join(with_article(n) for n in names[:5]) if names else "a scene"
+
+
+def with_article(noun: str) -> str:
+    """'an airplane', 'a person' (every COCO category that starts with a vowel letter takes 'an')."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 class StylesStage(Stage):

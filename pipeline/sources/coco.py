@@ -24,7 +24,7 @@ from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, Sourc
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.base import ManifestPath
 
-ANNOTATION_FIELDS = ("id", "category_id", "bbox", "area", "iscrowd")
+ANNOTATION_FIELDS = ("id", "category_id", "bbox", "area", "iscrowd", "segmentation")
 
 
 class CocoSpec(SourceSpec):

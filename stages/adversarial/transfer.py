@@ -24,7 +24,6 @@ from typing import Any
 
 from stages.adversarial.detection import detection_metrics
 
-
 DEFINITIONS = {
     "samples": "attacked samples with status ok (attack_classes limits which are attacked)",
     "success_rate": "untargeted: prediction differs from the true class; targeted: prediction is the target, "

@@ -57,10 +57,20 @@ class Threshold(BaseModel):
         if value != value:  # NaN never passes
             return f"{name} nan"
         if self.min is not None and value < self.min:
-            return f"{name} {value:.4g} < {self.min:.5g}"
+            return f"{name} {short(value, lambda v: v < self.min)} < {self.min:.5g}"
         if self.max is not None and value > self.max:
-            return f"{name} {value:.4g} > {self.max:.5g}"
+            return f"{name} {short(value, lambda v: v > self.max)} > {self.max:.5g}"
         return None
+
+
+def short(value: float, fails: Any) -> str:
+    """`value` with 4 significant digits, or as many more as it takes for the
+    printed number itself to fail (0.99999 against a minimum of 1 is not '1')."""
+    for digits in range(4, 18):
+        text = f"{value:.{digits}g}"
+        if fails(float(text)):
+            return text
+    return repr(value)
 
 
 @dataclass

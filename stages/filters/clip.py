@@ -15,38 +15,48 @@ from pydantic import field_validator
 
 from stages.base import Batch
 from stages.filters.base import Filter
-from stages.filters.embedding import ModelParams, ReferenceFilter, rgb, unit_rows
-from stages.filters.models import features, load_clip, weight_hashes
+from stages.filters.embedding import ModelParams, ReferenceFilter, checked_weight_hashes, rgb, unit_rows
+from stages.filters.models import features, load_clip
 
 
 class ClipEncoder:
-    """Shared image/text embedding for the CLIP filters (text embeddings memoised per prompt)."""
+    """Shared image/text embedding for the CLIP filters (text embeddings memoised per prompt).
+
+    Every image and every prompt goes through the model on its own: in a
+    batch, prompts are padded to the longest one and kernels round by batch
+    shape, so a score would depend on which other samples (or which prompts a
+    worker had already memoised) shared the forward pass."""
 
     def __init__(self, path: str):
         self.path = path
         self._texts: dict[str, np.ndarray] = {}
 
     def images(self, images: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([self._image(im) for im in images])
+
+    def _image(self, image: np.ndarray) -> np.ndarray:
         import torch
 
         model, processor = load_clip(self.path)
-        inputs = processor(images=[rgb(im) for im in images], return_tensors="pt")
+        inputs = processor(images=[rgb(image)], return_tensors="pt")
         with torch.inference_mode():
             out = model.get_image_features(pixel_values=inputs["pixel_values"].to(model.device))
         return unit_rows(features(out))
 
     def texts(self, prompts: list[str]) -> np.ndarray:
-        missing = sorted(set(prompts) - set(self._texts))
-        if missing:
-            import torch
-
-            model, processor = load_clip(self.path)
-            tokens = processor(text=missing, return_tensors="pt", padding=True, truncation=True,
-                               max_length=model.config.text_config.max_position_embeddings)
-            with torch.inference_mode():
-                out = model.get_text_features(**{k: v.to(model.device) for k, v in tokens.items()})
-            self._texts.update(zip(missing, unit_rows(features(out))))
+        for prompt in sorted(set(prompts) - set(self._texts)):
+            self._texts[prompt] = self._text(prompt)
         return np.stack([self._texts[p] for p in prompts])
+
+    def _text(self, prompt: str) -> np.ndarray:
+        import torch
+
+        model, processor = load_clip(self.path)
+        tokens = processor(text=[prompt], return_tensors="pt", truncation=True,
+                           max_length=model.config.text_config.max_position_embeddings)
+        with torch.inference_mode():
+            out = model.get_text_features(**{k: v.to(model.device) for k, v in tokens.items()})
+        return unit_rows(features(out))[0]
 
 
 class ClipTextParams(ModelParams):
@@ -92,7 +102,7 @@ class ClipTextFilter(Filter):
         return {self.name: np.maximum(100.0 * np.sum(images * texts, axis=1), 0.0).tolist()}
 
     def weight_hashes(self) -> dict[str, str]:
-        return weight_hashes(self.params.model)
+        return checked_weight_hashes(self.params.model, self.name, ("clip",))
 
 
 class ClipClass(ClipTextFilter):
@@ -122,7 +132,7 @@ class ClipRef(ReferenceFilter):
         return self.encoder.images(images)
 
     def weight_hashes(self) -> dict[str, str]:
-        return weight_hashes(self.params.model)
+        return checked_weight_hashes(self.params.model, self.name, ("clip",))
 
 
 FILTERS = [ClipClass, ClipClassShift, ClipRef]

@@ -7,8 +7,8 @@ from typing import Literal
 
 import numpy as np
 
-from stages.filters.embedding import ModelParams, ReferenceFilter, rgb, unit_rows
-from stages.filters.models import load_dino, weight_hashes
+from stages.filters.embedding import ModelParams, ReferenceFilter, checked_weight_hashes, rgb, unit_rows
+from stages.filters.models import load_dino
 
 
 class DinoRefParams(ModelParams):
@@ -30,7 +30,7 @@ class DinoRef(ReferenceFilter):
         return unit_rows(out.pooler_output)
 
     def weight_hashes(self) -> dict[str, str]:
-        return weight_hashes(self.params.model)
+        return checked_weight_hashes(self.params.model, self.name, ("dinov2",))
 
 
 FILTERS = [DinoRef]

@@ -30,6 +30,30 @@ class ModelParams(FilterParams):
         return value
 
 
+def checked_weight_hashes(path: str, filter_name: str, model_types: tuple[str, ...]) -> dict[str, str]:
+    """The model's weight hashes, after checking it is there (a local folder or
+    in the local HF cache) and is of a kind the filter can run (`model_type`
+    of its config.json), each failure as a one-line ValueError."""
+    import json
+
+    from stages.filters.models import model_dir, weight_hashes
+
+    try:
+        root = model_dir(path)
+    except Exception as exc:  # noqa: BLE001 - any lookup failure means "not available offline"
+        raise ValueError(
+            f"{filter_name}.model {path!r}: not a local folder and not in the local Hugging Face cache "
+            f"(nothing is downloaded at run time): {type(exc).__name__}"
+        ) from None
+    try:
+        kind = json.loads((root / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        kind = None
+    if kind not in model_types:
+        raise ValueError(f"{filter_name}.model {path!r}: model_type {kind!r}, expected one of {list(model_types)}")
+    return weight_hashes(path)
+
+
 def rgb(image: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 for the image processors (gray is repeated, alpha dropped)."""
     image = np.asarray(image)

@@ -18,7 +18,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Train a LoRA slider for one class and one shift with the Concept Sliders objective "
         "on a local diffusers model (no download). Writes <class>-<shift>.safetensors "
         "(diffusers/peft LoRA format) and a .json of its training provenance into --out. "
-        "Defaults follow CNS-Bench: rank 4, alpha 1, AdamW 2e-4, 400 steps, batch 16, 512 px, eta 4.",
+        "Defaults follow CNS-Bench: rank 4, alpha 1, AdamW 2e-4, 400 steps, batch 16, 512 px, eta 4, "
+        "prompts target = neutral = unconditional = '{class}', positive '{class}, in {shift}', CFG 7.5 "
+        "while reaching x_t, self-attention + resnet/sampler layers. A usable slider needs about that "
+        "much training; a short run at lr 2e-4 barely changes an image (try lr 1e-2 for smoke tests).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True, help="local diffusers folder or a repo id in the local HF cache")
@@ -34,9 +37,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=d.resolution, help="training resolution in px")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="latents per step")
     p.add_argument("--denoise-steps", type=int, default=d.denoise_steps, help="schedule length used to reach x_t")
-    p.add_argument("--prompt", default="a picture of a {class}", help="target/neutral prompt template")
+    p.add_argument("--prompt", default=d.target_prompt, help="target/neutral prompt template")
     p.add_argument("--positive", default=d.positive_prompt, help="positive prompt template")
     p.add_argument("--unconditional", default=d.unconditional_prompt, help="unconditional prompt template")
+    p.add_argument(
+        "--sample-guidance", type=float, default=d.sample_guidance, help="CFG while denoising to x_t"
+    )
+    p.add_argument(
+        "--target-set",
+        choices=["cns", "all-blocks"],
+        default=d.target_set,
+        help="layers the LoRA adapts: cns = self-attention + resnet/sampler layers (CNS-Bench); "
+        "all-blocks = every down/mid/up layer except cross-attention",
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (pinned: many threads on a busy machine crawl)"
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of every random draw of the training")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train")
     p.set_defaults(func=run_train_slider)
@@ -52,6 +68,8 @@ def run_train_slider(args: argparse.Namespace) -> int:
         "--batch-size": args.batch_size >= 1,
         "--denoise-steps": args.denoise_steps >= 2,
         "--resolution": args.resolution >= 8,
+        "--threads": args.threads >= 1,
+        "--sample-guidance": args.sample_guidance >= 0,
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
@@ -62,8 +80,11 @@ def run_train_slider(args: argparse.Namespace) -> int:
         resolve_model_root(args.model, args.revision)
     except FileNotFoundError as exc:
         raise UsageError(f"train-slider --model: {exc}") from None
+    import torch
+
     from stages.generative.slider_training import SliderTrainingConfig, train_slider
 
+    torch.set_num_threads(args.threads)
     config = SliderTrainingConfig(
         model=args.model,
         revision=args.revision,
@@ -81,6 +102,8 @@ def run_train_slider(args: argparse.Namespace) -> int:
         target_prompt=args.prompt,
         positive_prompt=args.positive,
         unconditional_prompt=args.unconditional,
+        sample_guidance=args.sample_guidance,
+        target_set=args.target_set,
         seed=args.seed,
         device=args.device,
     )

@@ -8,6 +8,7 @@ already in the local Hugging Face cache; loading never downloads
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,11 +137,39 @@ def file_sha256(path: Path) -> str:
     return _FILE_HASHES[key]
 
 
+SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def pipeline_components(root: Path, model: str) -> list[str]:
+    """The component folders `model_index.json` names, after checking that a
+    Stable-Diffusion-style pipeline is complete: every required component is
+    named and every named component has its folder (ValueError otherwise)."""
+    try:
+        index = json.loads((root / "model_index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"model {model!r}: unreadable model_index.json ({type(exc).__name__})") from None
+    named = sorted(
+        k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and None not in v
+    )
+    missing = [c for c in SD_COMPONENTS if c not in named]
+    if missing:
+        raise ValueError(f"model {model!r}: model_index.json has no entry for {', '.join(missing)}")
+    absent = [c for c in named if not (root / c).is_dir()]
+    if absent:
+        raise ValueError(f"model {model!r}: model_index.json names {', '.join(absent)} but {root} has no such folder")
+    return named
+
+
 def model_weight_hashes(model: str, revision: str | None = None) -> dict[str, str]:
-    """{"<model>@<revision>/<file>": sha256} for every safetensors file of the model."""
+    """{"<model>@<revision>/<file>": sha256} for every file that changes what
+    the model computes: model_index.json and every file of its components
+    (weights, configs, tokenizer, scheduler)."""
     root, resolved = resolve_model_root(model, revision)
-    files = sorted(p for p in root.rglob("*.safetensors") if p.is_file())
-    if not files:
+    components = pipeline_components(root, model)
+    files = [root / "model_index.json"]
+    for component in components:
+        files += sorted(p for p in (root / component).rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not any(p.suffix == ".safetensors" for p in files):
         raise FileNotFoundError(f"model {model!r}: no .safetensors weights under {root}")
     prefix = f"{model}@{resolved}" if resolved else model
     return {f"{prefix}/{p.relative_to(root).as_posix()}": file_sha256(p) for p in files}

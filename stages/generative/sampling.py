@@ -6,15 +6,22 @@ the same at every scale:
 
 - `sample_plain`: the reference loop — every scale runs all steps on its own,
   the slider scale set through diffusers' adapter weights.
-- `sample_branched`: the shared prefix runs once (batch 1), then the latents
-  branch into one batch of all scales whose LoRA update is scaled per sample
-  (`PerSampleLoraScale`), so each remaining step is a single UNet call.
+- `sample_branched`: one trajectory through `trajectories.sample_batch`: the
+  shared prefix runs once, scale 0 runs as the base model, the other scales
+  share each later UNet call with a per-sample LoRA scale.
 
+Every latent row is a `Lane`: its own scheduler and its own noise generator
+(seeded from the request; the same generator draws the initial noise and,
+for stochastic schedulers such as DDPM or Euler ancestral, each step's
+noise, as diffusers' pipelines do). So a row's result never depends on which
+other rows share its UNet call, and a branch continues its parent's noise.
 Both count UNet sample-evaluations (CFG doubles them) in an `EvalCounter`.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,7 +29,7 @@ import numpy as np
 import torch
 
 from stages.generative.models import DiffusionModel
-from stages.generative.sliders import LoraOff, PerSampleLoraScale
+from stages.generative.sliders import LoraOff
 
 Sampler = Literal["branched", "plain"]
 
@@ -73,9 +80,28 @@ def prompt_embeddings(model: DiffusionModel, request: GenerationRequest) -> torc
     return encode_prompts(model, [request.prompt])
 
 
-def make_schedule(model: DiffusionModel, request: GenerationRequest) -> tuple[Any, torch.Tensor]:
-    """A fresh scheduler and the timesteps to run; image-to-image skips the
-    first (1 - strength) of the schedule, as diffusers' img2img does."""
+@dataclass
+class Lane:
+    """The scheduler state and noise generator of one latent row."""
+
+    scheduler: Any
+    generator: torch.Generator
+
+    def fork(self, n: int) -> list[Lane]:
+        """n independent continuations of this lane (same state, same future noise)."""
+        return [Lane(copy.deepcopy(self.scheduler), clone_generator(self.generator)) for _ in range(n)]
+
+
+def clone_generator(generator: torch.Generator) -> torch.Generator:
+    twin = torch.Generator(generator.device)
+    twin.set_state(generator.get_state())
+    return twin
+
+
+def make_schedule(model: DiffusionModel, request: GenerationRequest) -> tuple[Lane, torch.Tensor]:
+    """A lane with a fresh scheduler and the request's seeded generator, and
+    the timesteps to run; image-to-image skips the first (1 - strength) of
+    the schedule, as diffusers' img2img does."""
     scheduler = model.new_scheduler()
     scheduler.set_timesteps(request.steps, device=model.device)
     timesteps = scheduler.timesteps
@@ -85,26 +111,24 @@ def make_schedule(model: DiffusionModel, request: GenerationRequest) -> tuple[An
         timesteps = timesteps[begin:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
-    return scheduler, timesteps
+    return Lane(scheduler, torch.Generator("cpu").manual_seed(request.seed)), timesteps
 
 
 @torch.no_grad()
 def initial_latents(
-    model: DiffusionModel, request: GenerationRequest, scheduler: Any, timesteps: torch.Tensor
+    model: DiffusionModel, request: GenerationRequest, lane: Lane, timesteps: torch.Tensor
 ) -> torch.Tensor:
-    """Noise drawn on the CPU from the request's seed (identical on any
+    """Noise drawn on the CPU from the lane's generator (identical on any
     device), scaled for text-to-image or added to the encoded init image."""
     f = model.vae_scale_factor
     shape = (1, model.unet.config.in_channels, request.height // f, request.width // f)
-    noise = torch.randn(
-        shape, generator=torch.Generator("cpu").manual_seed(request.seed), dtype=torch.float32
-    )
+    noise = torch.randn(shape, generator=lane.generator, dtype=torch.float32)
     noise = noise.to(model.device, model.torch_dtype)
     if request.init_image is None:
-        return noise * scheduler.init_noise_sigma
+        return noise * lane.scheduler.init_noise_sigma
     if len(timesteps) == 0:
         return encode_image(model, request.init_image)
-    return scheduler.add_noise(encode_image(model, request.init_image), noise, timesteps[:1])
+    return lane.scheduler.add_noise(encode_image(model, request.init_image), noise, timesteps[:1])
 
 
 @torch.no_grad()
@@ -125,24 +149,41 @@ def decode(model: DiffusionModel, latents: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def denoise_step(
     model: DiffusionModel,
-    scheduler: Any,
+    lanes: list[Lane],
     latents: torch.Tensor,
     t: torch.Tensor,
     embeds: torch.Tensor,
     guidance: float,
     counter: EvalCounter,
 ) -> torch.Tensor:
+    """One step of every row. `embeds` is [negatives..., prompts...] with one
+    pair per row, or one pair for all rows; no negatives when guidance <= 1.
+    One lane steps the whole batch; otherwise one lane per row."""
     n = latents.shape[0]
-    cfg = embeds.shape[0] == 2
+    cfg = guidance > 1.0
+    pairs = embeds.shape[0] // (2 if cfg else 1)
+    if pairs not in (1, n):
+        raise ValueError(f"denoise_step: {pairs} prompt embeddings for {n} rows")
     x = torch.cat([latents, latents]) if cfg else latents
-    x = scheduler.scale_model_input(x, t)
-    context = embeds.repeat_interleave(n, dim=0)  # [negative x n, prompt x n]
+    x = lanes[0].scheduler.scale_model_input(x, t)
+    context = embeds.repeat_interleave(n, dim=0) if pairs == 1 else embeds
     out = model.unet(x, t, encoder_hidden_states=context).sample
     counter.add(x.shape[0])
     if cfg:
         uncond, cond = out.chunk(2)
         out = uncond + guidance * (cond - uncond)
-    return scheduler.step(out, t, latents).prev_sample
+    if len(lanes) == 1:
+        return scheduler_step(lanes[0], out, t, latents)
+    if len(lanes) != n:
+        raise ValueError(f"denoise_step: {len(lanes)} lanes for {n} rows")
+    return torch.cat([scheduler_step(lane, out[i : i + 1], t, latents[i : i + 1]) for i, lane in enumerate(lanes)])
+
+
+def scheduler_step(lane: Lane, out: torch.Tensor, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    step = lane.scheduler.step
+    if "generator" in inspect.signature(step).parameters:
+        return step(out, t, latents, generator=lane.generator).prev_sample
+    return step(out, t, latents).prev_sample
 
 
 def split_at_start_noise(timesteps: torch.Tensor, start_noise: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,21 +201,9 @@ def sample_branched(
     counter: EvalCounter,
 ) -> np.ndarray:
     """All scales of one trajectory: (len(scales), H, W, 3) uint8."""
-    scheduler, timesteps = make_schedule(model, request)
-    embeds = prompt_embeddings(model, request)
-    latents = initial_latents(model, request, scheduler, timesteps)
-    shared, branched = split_at_start_noise(timesteps, start_noise)
-    with LoraOff(model.unet):
-        for t in shared:
-            latents = denoise_step(model, scheduler, latents, t, embeds, request.guidance_scale, counter)
-    latents = latents.repeat(len(scales), 1, 1, 1)
-    if len(branched):
-        values = torch.tensor(scales, dtype=torch.float32, device=model.device)
-        with PerSampleLoraScale(model.unet, adapter) as lora:
-            lora.values = torch.cat([values, values]) if request.uses_cfg else values
-            for t in branched:
-                latents = denoise_step(model, scheduler, latents, t, embeds, request.guidance_scale, counter)
-    return decode(model, latents)
+    from stages.generative.trajectories import sample_batch
+
+    return sample_batch(model, [request], [adapter], scales, start_noise, counter)[0]
 
 
 def sample_plain(
@@ -187,16 +216,16 @@ def sample_plain(
 ) -> np.ndarray:
     """One scale, every step on its own: (1, H, W, 3) uint8."""
     unet = model.unet
-    scheduler, timesteps = make_schedule(model, request)
+    lane, timesteps = make_schedule(model, request)
     embeds = prompt_embeddings(model, request)
-    latents = initial_latents(model, request, scheduler, timesteps)
+    latents = initial_latents(model, request, lane, timesteps)
     slider_off, slider_on = split_at_start_noise(timesteps, start_noise)
     with LoraOff(unet):
         for t in slider_off:
-            latents = denoise_step(model, scheduler, latents, t, embeds, request.guidance_scale, counter)
+            latents = denoise_step(model, [lane], latents, t, embeds, request.guidance_scale, counter)
     unet.set_adapters([adapter], weights=[float(scale)])
     for t in slider_on:
-        latents = denoise_step(model, scheduler, latents, t, embeds, request.guidance_scale, counter)
+        latents = denoise_step(model, [lane], latents, t, embeds, request.guidance_scale, counter)
     return decode(model, latents)
 
 
@@ -217,12 +246,12 @@ def sample_trajectory(
 @torch.no_grad()
 def sample_base(model: DiffusionModel, request: GenerationRequest, counter: EvalCounter) -> np.ndarray:
     """The base model alone (every adapter off): (1, H, W, 3) uint8."""
-    scheduler, timesteps = make_schedule(model, request)
+    lane, timesteps = make_schedule(model, request)
     embeds = prompt_embeddings(model, request)
-    latents = initial_latents(model, request, scheduler, timesteps)
+    latents = initial_latents(model, request, lane, timesteps)
     with LoraOff(model.unet):
         for t in timesteps:
-            latents = denoise_step(model, scheduler, latents, t, embeds, request.guidance_scale, counter)
+            latents = denoise_step(model, [lane], latents, t, embeds, request.guidance_scale, counter)
     return decode(model, latents)
 
 

@@ -1,18 +1,25 @@
 """Training a LoRA slider with the Concept Sliders objective (REFERENCE §3).
 
-For a class c and a shift s, with prompts target = neutral = "a picture of a
-c", positive = "c, in s" and unconditional (default ""), each step:
+For a class c and a shift s, with CNS-Bench's prompts target = neutral =
+unconditional = "c" and positive = "c, in s", each step:
 
 1. draws noise and denoises it with the current slider for a random number k
-   of a `denoise_steps` schedule, giving x_t at that schedule's t_k;
+   of a `denoise_steps` schedule (CFG `sample_guidance`, 7.5, against the
+   unconditional prompt), giving x_t at that schedule's t_k;
 2. asks the frozen base model for ε(x_t, neutral), ε(x_t, positive),
    ε(x_t, unconditional) and forms the goal ε_n + η (ε_p − ε_u);
 3. regresses ε_LoRA(x_t, target) onto the goal (MSE), AdamW on the LoRA only.
 
-The LoRA (rank 4, alpha 1) sits on every Linear/Conv2d inside the UNet's
-down/mid/up blocks except cross-attention (attn2); the time embedding lies
-outside those blocks. Progress is also measured on a fixed probe set of
-(x_t, t) drawn before training, so "the loss went down" is not noise.
+The LoRA (rank 4, alpha 1) sits on a named target set (`lora_network`):
+`cns` (default) = self-attention + resnet/sampler layers, as CNS-Bench;
+`all-blocks` adds proj_in/proj_out and the feed-forward layers. Progress is
+also measured on a fixed probe set of (x_t, t) drawn before training, so
+"the loss went down" is not noise.
+
+A usable slider needs the scale of CNS-Bench's run (400 steps, batch 16,
+512 px, lr 2e-4 on SD2): a few dozen steps at that learning rate move the
+LoRA B weights off zero by ~lr × steps and change pixels by well under one
+level; short smoke runs need a larger `lr` (e.g. 1e-2) to see an effect.
 """
 
 from __future__ import annotations
@@ -28,14 +35,14 @@ from typing import Any
 
 import torch
 
+from stages.generative.lora_network import target_modules
 from stages.generative.models import DiffusionModel, load_fresh_model, model_weight_hashes, unet_weight_sha256
-from stages.generative.sampling import EvalCounter, denoise_step, encode_prompts
+from stages.generative.sampling import EvalCounter, Lane, denoise_step, encode_prompts
 from stages.generative.sliders import LoraOff
 from stages.generative.spec import SliderTrainingSettings, resolve_device
 
 ADAPTER = "slider"
 SCHEMA = "shiftforge.slider/1"
-_BLOCKS = ("down_blocks", "mid_block", "up_blocks")
 _DEFAULTS = SliderTrainingSettings()
 
 
@@ -55,9 +62,10 @@ class SliderTrainingConfig:
     batch_size: int = _DEFAULTS.batch_size
     denoise_steps: int = _DEFAULTS.denoise_steps
     sample_guidance: float = _DEFAULTS.sample_guidance
-    target_prompt: str = "a picture of a {class}"
+    target_prompt: str = _DEFAULTS.target_prompt
     positive_prompt: str = _DEFAULTS.positive_prompt
     unconditional_prompt: str = _DEFAULTS.unconditional_prompt
+    target_set: str = _DEFAULTS.target_set
     seed: int = _DEFAULTS.seed
     device: str = "auto"
     probe_size: int = 4
@@ -71,7 +79,6 @@ class SliderTrainingConfig:
             "neutral": target,
             "positive": fill(self.positive_prompt),
             "unconditional": fill(self.unconditional_prompt),
-            "empty": "",
         }
 
     def output_path(self) -> Path:
@@ -90,18 +97,14 @@ def slider_file_name(class_name: str, shift: str) -> str:
     return f"{slug(class_name)}-{slug(shift)}.safetensors"
 
 
-def slider_target_modules(unet: Any) -> list[str]:
-    """Names of the layers a slider adapts (Concept Sliders' 'noxattn' set)."""
-    return [
-        name
-        for name, module in unet.named_modules()
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
-        and name.split(".")[0] in _BLOCKS
-        and ".attn2." not in name
-    ]
+def slider_target_modules(unet: Any, target_set: str = _DEFAULTS.target_set) -> list[str]:
+    """Sorted names of the layers a slider adapts (see `lora_network`)."""
+    return target_modules(unet, target_set)
 
 
-def add_slider_adapter(unet: Any, rank: int, alpha: float, random_init: bool = False) -> Any:
+def add_slider_adapter(
+    unet: Any, rank: int, alpha: float, random_init: bool = False, target_set: str = _DEFAULTS.target_set
+) -> Any:
     """Attach a fresh LoRA named `slider`; returns its LoraConfig. LoRA B starts
     at zero (the slider starts as the identity) unless `random_init`."""
     from peft import LoraConfig
@@ -109,7 +112,7 @@ def add_slider_adapter(unet: Any, rank: int, alpha: float, random_init: bool = F
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
-        target_modules=slider_target_modules(unet),
+        target_modules=slider_target_modules(unet, target_set),
         init_lora_weights=not random_init,
     )
     unet.add_adapter(config, adapter_name=ADAPTER)
@@ -118,7 +121,6 @@ def add_slider_adapter(unet: Any, rank: int, alpha: float, random_init: bool = F
 
 def save_slider(unet: Any, config: Any, path: Path, provenance: dict[str, Any]) -> str:
     """Write `<path>` (diffusers LoRA safetensors) atomically and `<path>.json`; returns the file sha256."""
-    from diffusers import StableDiffusionPipeline
     from peft.utils import get_peft_model_state_dict
 
     from stages.generative.models import file_sha256
@@ -127,20 +129,44 @@ def save_slider(unet: Any, config: Any, path: Path, provenance: dict[str, Any]) 
     # peft key names (`<module>.lora_A.weight`), which diffusers' loader reads as they are
     state = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-    partial = path.with_name(path.name + ".partial")
-    StableDiffusionPipeline.save_lora_weights(
-        save_directory=str(path.parent),
-        unet_lora_layers=state,
-        weight_name=partial.name,
-        unet_lora_adapter_metadata=config.to_dict(),
-    )
-    os.replace(partial, path)
+    write_lora_file(path, state, config.to_dict())
     sha = file_sha256(path)
     sidecar = path.with_suffix(".json")
     partial = sidecar.with_name(sidecar.name + ".partial")
     partial.write_text(json.dumps({**provenance, "adapter_sha256": sha}, indent=2, sort_keys=True) + "\n")
     os.replace(partial, sidecar)
     return sha
+
+
+def write_lora_file(path: Path, state: dict[str, Any], config: dict[str, Any]) -> None:
+    """Write a diffusers LoRA safetensors atomically. Sets in the LoRA config
+    (peft keeps target_modules as one) become sorted lists, so the header,
+    and with it the file's sha256, is the same on every run."""
+    from diffusers import StableDiffusionPipeline
+
+    metadata = {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in config.items()}
+    partial = path.with_name(path.name + ".partial")
+    StableDiffusionPipeline.save_lora_weights(
+        save_directory=str(path.parent),
+        unet_lora_layers=state,
+        weight_name=partial.name,
+        unet_lora_adapter_metadata=metadata,
+    )
+    canonical_header(partial)
+    os.replace(partial, path)
+
+
+def canonical_header(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted: safetensors
+    writes the metadata map in hash order, which differs between runs."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size :])
 
 
 def slider_loss(
@@ -174,9 +200,12 @@ def noisy_latents(
     side = cfg.resolution // model.vae_scale_factor
     shape = (batch, model.unet.config.in_channels, side, side)
     latents = torch.randn(shape, generator=generator).to(model.device) * scheduler.init_noise_sigma
-    guide = torch.cat([embeds["empty"], embeds["target"]])
+    guide = embeds["target"]
+    if cfg.sample_guidance > 1.0:
+        guide = torch.cat([embeds["unconditional"], guide])
+    lane = [Lane(scheduler, generator)]
     for t in scheduler.timesteps[:k]:
-        latents = denoise_step(model, scheduler, latents, t, guide, cfg.sample_guidance, EvalCounter())
+        latents = denoise_step(model, lane, latents, t, guide, cfg.sample_guidance, EvalCounter())
     return latents, scheduler.timesteps[k]
 
 
@@ -201,7 +230,7 @@ def train_slider(
     model = load_fresh_model(cfg.model, cfg.revision, device, dtype)
     with torch.random.fork_rng(devices=[]):  # peft draws LoRA A from the global generator
         torch.manual_seed(cfg.seed)
-        config = add_slider_adapter(model.unet, cfg.rank, cfg.alpha)
+        config = add_slider_adapter(model.unet, cfg.rank, cfg.alpha, target_set=cfg.target_set)
     trainable = [p for p in model.unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr)
     prompts = cfg.prompts()
@@ -249,10 +278,11 @@ def training_provenance(
         "schema": SCHEMA,
         "class_name": cfg.class_name,
         "shift": cfg.shift,
-        "prompts": {k: v for k, v in prompts.items() if k != "empty"},
+        "prompts": prompts,
         "objective": "concept-sliders: eps_lora(x_t, target) ~ eps(x_t, neutral) "
         "+ eta * (eps(x_t, positive) - eps(x_t, unconditional))",
-        "settings": {**settings, "optimizer": "AdamW", "targets": "down/mid/up blocks except attn2"},
+        "settings": {**settings, "optimizer": "AdamW"},
+        "target_set": cfg.target_set,
         "lora_tensors": n_tensors,
         "base_model": {
             "model": cfg.model,

@@ -1,14 +1,20 @@
-"""LoRA sliders in a UNet: loading (diffusers/peft safetensors format), the
-base-model check, and a per-sample LoRA scale.
+"""LoRA sliders in a UNet: loading, the base-model checks, and a per-sample
+LoRA scale.
 
-A slider file is `<name>.safetensors` (keys `unet.<module>.lora_A/B.weight`,
-LoRA config in the `lora_adapter_metadata` header, as diffusers'
-`save_lora_weights` writes it) with an optional `<name>.json` beside it
-holding its training provenance, including the sha256 of the base UNet.
+A slider file is either
+- diffusers/peft: `<name>.safetensors` (keys `unet.<module>.lora_A/B.weight`,
+  LoRA config in the `lora_adapter_metadata` header, as diffusers'
+  `save_lora_weights` writes it), or
+- a CNS-Bench / Concept Sliders LoRANetwork state dict (`.pt` or
+  `.safetensors`, keys `lora_unet_…`; see `lora_network`), loaded as is,
+with an optional `<name>.json` beside it holding its provenance, including
+the sha256 of the base UNet. Whatever the provenance says, every LoRA layer
+must name a layer of the model's UNet and fit its shapes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +22,14 @@ from typing import Any
 
 from stages.generative.models import DiffusionModel, file_sha256
 
+SLIDER_SUFFIXES = (".safetensors", ".pt")
+
 
 @dataclass(frozen=True)
 class SliderFile:
     path: Path
     sha256: str
+    format: str = "peft"  # or "lora-network"
     training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -35,13 +44,49 @@ class SliderFile:
 
 def read_slider(path: str | Path) -> SliderFile:
     path = Path(path).expanduser()
-    if path.suffix != ".safetensors":
-        raise ValueError(f"slider {str(path)!r}: expected a .safetensors LoRA file")
+    if path.suffix not in SLIDER_SUFFIXES:
+        raise ValueError(f"slider {str(path)!r}: expected a .safetensors or .pt LoRA file")
     if not path.is_file():
         raise FileNotFoundError(f"slider {str(path)!r}: file not found")
     sidecar = path.with_suffix(".json")
     training = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    return SliderFile(path=path, sha256=file_sha256(path), training=training)
+    sha = file_sha256(path)
+    return SliderFile(path=path, sha256=sha, format=file_format(path, sha), training=training)
+
+
+@functools.lru_cache(maxsize=256)
+def file_format(path: Path, sha256: str) -> str:
+    """The slider's key format; read once per file content in a process."""
+    from stages.generative.lora_network import read_state_dict, slider_format
+
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                keys = list(fh.keys())
+        except Exception as exc:  # noqa: BLE001 - any unreadable header is bad input
+            raise ValueError(f"slider {path.name!r}: unreadable safetensors ({type(exc).__name__})") from None
+    else:
+        try:
+            keys = list(read_state_dict(path))
+        except ValueError as exc:
+            raise ValueError(f"slider {path.name!r}: {exc}") from None
+    try:
+        return slider_format(keys)
+    except ValueError as exc:
+        raise ValueError(f"slider {path.name!r}: {exc}") from None
+
+
+def slider_layers(slider: SliderFile, model_root: Path) -> dict[str, Any]:
+    """{UNet module: (down, up, alpha)} of the slider, checked against the
+    names and shapes of the UNet in `model_root` (ValueError when they differ)."""
+    from stages.generative.lora_network import match_layers, model_layers, read_state_dict
+
+    try:
+        return match_layers(read_state_dict(slider.path), slider.format, model_layers(model_root))
+    except ValueError as exc:
+        raise ValueError(f"slider {slider.path.name!r}: {exc}") from None
 
 
 def slider_record(path: str | Path) -> dict[str, Any] | None:
@@ -88,35 +133,33 @@ def check_slider_base(slider: SliderFile, unet_sha256: str, model: str) -> None:
 
 def ensure_slider_loaded(model: DiffusionModel, slider: SliderFile) -> str:
     """Load the slider into the model's UNet once; returns its adapter name."""
+    from stages.generative.lora_network import peft_adapter
+
     unet = model.unet
     name = slider.adapter_name
     if name not in (getattr(unet, "peft_config", None) or {}):
-        unet.load_lora_adapter(
-            str(slider.path.parent),
-            weight_name=slider.path.name,
-            prefix="unet",
-            adapter_name=name,
-            local_files_only=True,
-            use_safetensors=True,
-        )
+        layers = slider_layers(slider, model.root)
+        if slider.format == "lora-network":
+            state, config = peft_adapter(layers)
+            unet.load_lora_adapter(state, prefix=None, adapter_name=name, metadata=config)
+        else:
+            unet.load_lora_adapter(
+                str(slider.path.parent),
+                weight_name=slider.path.name,
+                prefix="unet",
+                adapter_name=name,
+                local_files_only=True,
+                use_safetensors=True,
+            )
         unet.to(device=model.device, dtype=None if model.dtype == "float32" else model.torch_dtype)
         unet.requires_grad_(False)
-        expected, got = count_lora_modules(slider.path), len(lora_layers(unet, name))
+        expected, got = len(layers), len(lora_layers(unet, name))
         if got != expected:
             raise ValueError(
                 f"slider {slider.path.name!r}: {expected} LoRA layers in the file but "
                 f"{got} attached to the UNet (a different architecture or key format?)"
             )
     return name
-
-
-def count_lora_modules(path: Path) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        return sum(
-            1 for key in fh.keys() if key.endswith("lora_A.weight") or key.endswith(".lora.down.weight")
-        )
 
 
 def lora_layers(unet: Any, adapter_name: str) -> list[Any]:
@@ -130,24 +173,28 @@ def lora_layers(unet: Any, adapter_name: str) -> list[Any]:
 
 
 class PerSampleLoraScale:
-    """Within the block, only `adapter_name` is active and the LoRA update of
-    batch element i is multiplied by `values[i]`: several slider scales share
-    one UNet call. Works by a forward hook on every `lora_A` of the adapter
-    (the update is linear in lora_A's output, and batch is the leading axis of
-    every UNet activation)."""
+    """Within the block, exactly the given adapters are active and the LoRA
+    update of adapter a on batch element i is multiplied by `values[a][i]`:
+    several slider scales, and several sliders, share one UNet call. Works by
+    a forward hook on every `lora_A` of each adapter (the update is linear in
+    lora_A's output, and batch is the leading axis of every UNet activation);
+    an adapter scaled by 0 adds exactly 0 to an element."""
 
-    def __init__(self, unet: Any, adapter_name: str):
-        self.unet, self.adapter_name = unet, adapter_name
-        self.values: Any = None
+    def __init__(self, unet: Any, adapter_names: str | list[str]):
+        self.unet = unet
+        self.adapter_names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        self.values: Any = None  # a tensor (one adapter) or {adapter: tensor}
         self._handles: list[Any] = []
 
     def __enter__(self) -> PerSampleLoraScale:
         self.unet.enable_lora()
-        self.unet.set_adapters([self.adapter_name], weights=[1.0])
-        for layer in lora_layers(self.unet, self.adapter_name):
-            self._handles.append(layer.lora_A[self.adapter_name].register_forward_hook(self._scale))
-        if not self._handles:
-            raise ValueError(f"adapter {self.adapter_name!r} has no LoRA layers in this UNet")
+        self.unet.set_adapters(self.adapter_names, weights=[1.0] * len(self.adapter_names))
+        for name in self.adapter_names:
+            hook = functools.partial(self._scale, name)
+            layers = lora_layers(self.unet, name)
+            if not layers:
+                raise ValueError(f"adapter {name!r} has no LoRA layers in this UNet")
+            self._handles += [layer.lora_A[name].register_forward_hook(hook) for layer in layers]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -155,8 +202,8 @@ class PerSampleLoraScale:
             handle.remove()
         self._handles.clear()
 
-    def _scale(self, module: Any, inputs: Any, output: Any) -> Any:
-        values = self.values
+    def _scale(self, name: str, module: Any, inputs: Any, output: Any) -> Any:
+        values = self.values.get(name) if isinstance(self.values, dict) else self.values
         if values is None or output.shape[0] != values.shape[0]:
             got = None if values is None else values.shape[0]
             raise RuntimeError(f"per-sample LoRA scale: batch {output.shape[0]} but {got} scale values")

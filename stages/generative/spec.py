@@ -49,8 +49,11 @@ class DiffusionParams(StageParams):
 
 
 class SliderTrainingSettings(BaseModel):
-    """How a slider is trained (Concept Sliders objective; CNS-Bench defaults):
-    the `train:` entry of a manifest slider and the defaults of `train-slider`."""
+    """How a slider is trained (Concept Sliders objective; CNS-Bench defaults,
+    from its training script: target = neutral = unconditional = the class
+    phrase, positive "{class}, in {shift}", x_t reached with the slider on and
+    CFG 7.5 against the unconditional prompt): the `train:` entry of a
+    manifest slider and the defaults of `train-slider`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,9 +65,17 @@ class SliderTrainingSettings(BaseModel):
     resolution: int = Field(default=512, ge=8, le=4096, description="training resolution in px")
     batch_size: int = Field(default=16, ge=1, description="latents per step")
     denoise_steps: int = Field(default=50, ge=2, description="schedule length used to reach x_t")
-    sample_guidance: float = Field(default=3.0, ge=0, description="CFG while sampling x_t")
+    sample_guidance: float = Field(
+        default=7.5, ge=0, description="CFG while sampling x_t (negative = the unconditional prompt)"
+    )
+    target_prompt: str = Field(default="{class}", description="target = neutral prompt; template: {class}, {shift}")
     positive_prompt: str = Field(default="{class}, in {shift}", description="template: {class}, {shift}")
-    unconditional_prompt: str = Field(default="", description="template: {class}, {shift}")
+    unconditional_prompt: str = Field(default="{class}", description="template: {class}, {shift}")
+    target_set: Literal["cns", "all-blocks"] = Field(
+        default="cns",
+        description="layers the LoRA adapts: cns = self-attention + resnet/sampler layers (CNS-Bench); "
+        "all-blocks = every down/mid/up layer except cross-attention",
+    )
     seed: int = Field(default=0, ge=0, description="seed of every random draw of the training")
 
 
@@ -78,6 +89,25 @@ def resolve_device(device: str, dtype: str) -> tuple[str, str]:
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" else "float32"
     return device, dtype
+
+
+def cuda_visible() -> bool:
+    """Run on each Dask worker (`client.run(cuda_visible)`): whether this
+    worker's process sees a CUDA device. A stage with `device: cuda` needs
+    at least one such worker; the driver's own GPU does not count."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def check_cuda_workers(device: str, visible_by_worker: dict[str, bool], field: str) -> None:
+    """ValueError (bad input, before any work) when `device` is cuda and no worker sees CUDA."""
+    if device == "cuda" and not any(visible_by_worker.values()):
+        raise ValueError(
+            f"{field}: device cuda, but none of the cluster's {len(visible_by_worker)} workers sees a CUDA device"
+        )
 
 
 def gpu_resources(device: str) -> dict[str, float]:

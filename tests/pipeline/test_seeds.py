@@ -4,6 +4,7 @@ stochastic sample from its clean source."""
 from __future__ import annotations
 
 import hashlib
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest

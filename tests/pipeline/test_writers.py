@@ -188,7 +188,7 @@ def test_write_region_returns_the_digest_of_exactly_what_it_wrote(tmp_path):
     images[0] = image
     expected = hashlib.sha256(images.tobytes())
     expected.update(np.array([3, -1], np.int64).tobytes())
-    expected.update("k2\n".encode())
+    expected.update(b"k2\n")
     expected.update(np.array([True, False]).tobytes())
     assert digest == expected.hexdigest()
     assert zarr.open_group(layout.path, mode="r")["images"][2:4].tolist() == images.tolist()

@@ -352,3 +352,62 @@ def test_reference_filters_need_a_shift_that_emits_trajectories(models):
         parse_release(release)
     release["filters"] = {"chain": [{"filter": "quality"}]}
     assert parse_release(release).filters.chain[0].filter == "quality"
+
+
+def test_clip_scores_do_not_depend_on_what_shares_the_batch(models):
+    from stages.filters.clip import ClipEncoder
+
+    batch = trajectory_batch(2, scales=(0.0, 1.0, 2.0))
+    prompts = ["a photo of a cat", "a photo of an astronaut in heavy snow, at night, far away"]
+    together = ClipEncoder(models["clip"])
+    images, texts = together.images(batch.images), together.texts(prompts)
+    alone = ClipEncoder(models["clip"])
+    for i, image in enumerate(batch.images):
+        assert np.array_equal(alone.images([image])[0], images[i])
+    assert np.array_equal(alone.texts(prompts[:1])[0], texts[0])  # not padded to the longer prompt
+    reversed_ = ClipEncoder(models["clip"]).images(batch.images[::-1])
+    assert np.array_equal(reversed_[::-1], images)
+
+
+@pytest.mark.parametrize("which, message", [("dino", "model_type 'dinov2', expected one of \\['clip'\\]"),
+                                            ("absent", "not a local folder and not in the local Hugging Face cache")])
+def test_clip_filter_refuses_a_missing_or_non_clip_model_in_one_line(models, which, message, tmp_path):
+    from stages.filters.clip import ClipRef
+
+    path = str(tmp_path / "nowhere") if which == "absent" else models[which]
+    if which == "absent":
+        path = "nobody/no-such-clip-model"
+    with pytest.raises(ValueError, match=message) as info:
+        ClipRef(ClipRef.Params(filter="clip_ref", model=path)).weight_hashes()
+    assert "\n" not in str(info.value) and str(info.value).startswith("clip_ref.model")
+    assert ClipRef(ClipRef.Params(filter="clip_ref", model=models["clip"])).weight_hashes()
+
+
+def test_rejection_reasons_print_enough_digits_to_show_the_failure():
+    from stages.filters.base import Threshold
+
+    assert Threshold(min=1.0).failure("clip_ref", 0.99999) == "clip_ref 0.99999 < 1"
+    assert Threshold(max=0.95).failure("quality_saturated", 0.9500001) == "quality_saturated 0.9500001 > 0.95"
+    assert Threshold(min=28.739).failure("clip_class", 21.3456) == "clip_class 21.35 < 28.739"
+    assert Threshold(min=1.0).failure("clip_ref", 1.0) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad", ["clip_for_dino", "absent"])
+def test_build_with_a_wrong_or_missing_filter_model_exits_2_before_writing(models, tmp_path, write_manifest, bad):
+    import subprocess
+    import sys
+
+    model = models["clip"] if bad == "clip_for_dino" else "nobody/no-such-dino"
+    manifest = write_manifest({
+        "name": "bad-filter", "version": "0.0.1",
+        "source": {"kind": "prompts", "classes": ["goldfish"], "seeds": [0]},
+        "shifts": [{"stage": "nuisance", "model": str(tmp_path), "sliders": [{"shift": "snow", "path": "s.pt"}]}],
+        "filters": {"chain": [{"filter": "dino_ref", "model": model}]},
+    })
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "build", str(manifest), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "dino_ref.model" in proc.stderr, proc.stderr
+    assert not out.exists()

@@ -84,10 +84,11 @@ def test_branched_equals_plain_loop_with_fewer_unet_evaluations(loaded):
         images[sampler] = sample_trajectory(
             model, request_for(model, steps=8), adapter, SCALES, 750, sampler, counts[sampler]
         )
-    # 8 DDIM steps: t = 876, 751 (slider off, shared) then 626 ... 1 (6 steps x 6 scales), CFG doubles
+    # 8 DDIM steps: t = 876, 751 (slider off, shared) then 626 ... 1 (6 steps x 6 scales), CFG doubles;
+    # scale 0 (the base model) and the 5 slider scales are one UNet call each per step
     assert counts["plain"].unet_samples == 8 * 6 * 2
     assert counts["branched"].unet_samples == 2 * 2 + 6 * 6 * 2
-    assert counts["branched"].unet_calls == 8 and counts["plain"].unet_calls == 48
+    assert counts["branched"].unet_calls == 2 + 6 * 2 and counts["plain"].unet_calls == 48
     diff = np.abs(images["branched"].astype(int) - images["plain"].astype(int))
     assert images["branched"].shape == (6, 32, 32, 3)
     assert diff.max() <= 2 and diff.mean() < 0.05
@@ -137,10 +138,13 @@ def test_apply_returns_trajectories_with_provenance(slider):
     assert len(first["slider_sha256"]) == 64
     assert out.seeds[:6] == [1000] * 6 and out.labels == [0] * 12
     assert all(im.shape == (32, 32, 3) and im.dtype == np.uint8 for im in out.images)
-    # different seeds give different trajectories; the same seed gives the same pixels
+    # different seeds give different trajectories; the same batch gives the same pixels, and a
+    # trajectory rendered alone differs from it in a batch by rounding only
     assert not np.array_equal(out.images[0], out.images[6])
-    again = stage.apply(prompt_batch(seeds=(3,)), variant)
-    assert all(np.array_equal(a, b) for a, b in zip(again.images, out.images[:6]))
+    again = stage.apply(prompt_batch(seeds=(3, 4)), variant)
+    assert all(np.array_equal(a, b) for a, b in zip(again.images, out.images))
+    alone = stage.apply(prompt_batch(seeds=(3,)), variant)
+    assert max(np.abs(a.astype(int) - b).max() for a, b in zip(alone.images, out.images[:6])) <= 2
     json.dumps(out.shift)
 
 
@@ -296,3 +300,99 @@ def test_build_release_end_to_end(slider, tmp_path):
     prov = json.loads((tmp_path / "provenance.json").read_text())
     weights = prov["stages"][0]["weights"]
     assert any(k.startswith("slider/heavy_snow/goldfish/") for k in weights)
+    # preview: rows are the trajectories, columns the scales of the shift
+    from PIL import Image
+
+    from pipeline.preview import contact_sheet
+
+    sheet = np.asarray(Image.open(contact_sheet(tmp_path, tmp_path / "p.png", rows=6, tile=32)))
+    assert sheet.shape == (46 + 2 * 36, 150 + 3 * 36, 3)
+    by_key = {s["__key__"]: s["png"] for s in samples}
+    for r, seed in enumerate((0, 1)):
+        for c, tag in enumerate(("s0p0", "s1p0", "s2p0")):
+            tile = sheet[46 + r * 36 : 46 + r * 36 + 32, 150 + c * 36 : 150 + c * 36 + 32]
+            assert np.array_equal(tile, by_key[f"000_goldfish-seed000{seed}-{tag}"])
+
+
+def test_every_model_file_is_fingerprinted(slider, tmp_path):
+    import shutil
+
+    model = shutil.copytree(tiny_pipeline_dir(), tmp_path / "m")
+    before = make_stage(slider, model=str(model)).weight_hashes()
+    assert {k.removeprefix(f"{model}/") for k in before} >= {
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/tokenizer_config.json",
+        "unet/config.json",
+        "text_encoder/config.json",
+    }
+    config = model / "scheduler" / "scheduler_config.json"
+    config.write_text(config.read_text().replace('"leading"', '"trailing"'))
+    after = make_stage(slider, model=str(model)).weight_hashes()
+    changed = {k.removeprefix(f"{model}/") for k in before if before[k] != after[k]}
+    assert changed == {"scheduler/scheduler_config.json"}
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: __import__("shutil").rmtree(m / "vae"), "names vae but .* has no such folder"),
+        (
+            lambda m: (m / "model_index.json").write_text(
+                json.dumps({k: v for k, v in json.loads((m / "model_index.json").read_text()).items() if k != "vae"})
+            ),
+            "model_index.json has no entry for vae",
+        ),
+    ],
+)
+def test_incomplete_model_folder_fails_at_planning(slider, tmp_path, damage, message):
+    import shutil
+
+    model = shutil.copytree(tiny_pipeline_dir(), tmp_path / "m")
+    damage(model)
+    with pytest.raises(ValueError, match=r"nuisance.model: model .*" + message):
+        make_stage(slider, model=str(model)).weight_hashes()
+
+
+def test_cuda_is_checked_on_the_workers_not_the_driver():
+    from stages.generative.spec import check_cuda_workers, cuda_visible
+
+    assert cuda_visible() is __import__("torch").cuda.is_available()
+    with pytest.raises(ValueError, match="nuisance.device: device cuda, but none of the cluster's 2 workers"):
+        check_cuda_workers("cuda", {"tcp://a": False, "tcp://b": False}, "nuisance.device")
+    check_cuda_workers("cuda", {"tcp://a": False, "tcp://b": True}, "nuisance.device")
+    check_cuda_workers("auto", {"tcp://a": False}, "nuisance.device")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_stage_without_a_cuda_worker_is_bad_input_before_any_work(slider, tmp_path):
+    from pipeline.build import build_release
+    from pipeline.manifest import ManifestError, parse_release
+
+    release = parse_release({
+        "name": "cns-cuda", "version": "0.0.1",
+        "source": {"kind": "prompts", "classes": ["goldfish"], "seeds": [0]},
+        "shifts": [{"stage": "nuisance", "model": str(tiny_pipeline_dir()), "device": "cuda",
+                    "sliders": [{"shift": "heavy snow", "path": str(slider), "class_name": "goldfish"}]}],
+    })
+    with pytest.raises(ManifestError, match=r"shifts.0.device: device cuda, but none of the cluster's 1 workers"):
+        build_release(release, tmp_path / "out", workers=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_slider_class_missing_from_the_source_is_bad_input_at_planning(slider):
+    from pipeline.manifest import ManifestError, parse_release
+    from pipeline.plan import plan_release
+
+    def release(classes):
+        return parse_release({
+            "name": "cns-classes", "version": "0.0.1",
+            "source": {"kind": "prompts", "classes": classes, "seeds": [0]},
+            "shifts": [{"stage": "nuisance", "model": str(tiny_pipeline_dir()), "device": "cpu",
+                        "sliders": [{"shift": "heavy snow", "path": str(slider), "class_name": "goldfish"}]}],
+        })
+
+    with pytest.raises(ManifestError, match=r"shifts.0 \(nuisance\): sliders\[0\].class_name 'goldfish' is not"):
+        plan_release(release(["tabby cat"]))
+    assert len(plan_release(release(["goldfish", "tabby cat"])).units) == 1

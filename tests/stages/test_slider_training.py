@@ -47,7 +47,7 @@ def trained(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return out, json.loads(proc.stdout), proc.stderr
+    return out, {**json.loads(proc.stdout), "argv": cmd[2:]}, proc.stderr
 
 
 def test_cli_writes_adapter_and_provenance(trained):
@@ -60,17 +60,38 @@ def test_cli_writes_adapter_and_provenance(trained):
         == summary["sha256"]
         == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
     )
+    # CNS-Bench's training prompts and x_t guidance
     assert meta["prompts"] == {
-        "target": "a picture of a goldfish",
-        "neutral": "a picture of a goldfish",
+        "target": "goldfish",
+        "neutral": "goldfish",
         "positive": "goldfish, in heavy snow",
-        "unconditional": "",
+        "unconditional": "goldfish",
     }
     settings = meta["settings"]
     assert (settings["rank"], settings["alpha"], settings["eta"], settings["steps"]) == (4, 1.0, 4.0, 8)
+    assert (settings["sample_guidance"], meta["target_set"]) == (7.5, "cns")
     assert settings["optimizer"] == "AdamW"
     assert len(meta["base_model"]["unet_sha256"]) == 64
     assert "step 8/8 loss" in stderr
+
+
+def read_header(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.metadata()
+
+
+@pytest.mark.slow
+def test_two_identical_runs_write_identical_slider_bytes(trained, tmp_path):
+    out, summary, _ = trained
+    cmd = [sys.executable, "-m", "pipeline", *summary["argv"][1:]]
+    again = [*cmd[: cmd.index("--out") + 1], str(tmp_path), *cmd[cmd.index("--out") + 2 :]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(again, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    name = "goldfish-heavy_snow.safetensors"
+    assert (tmp_path / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_probe_loss_decreases(trained):
@@ -87,6 +108,11 @@ def test_saved_slider_loads_and_targets_no_cross_attention(trained):
     out, _, _ = trained
     model = load_fresh_model(str(tiny_pipeline_dir()), None, "cpu", "float32")
     targets = slider_target_modules(model.unet)
+    assert targets == slider_target_modules(model.unet, "cns")
+    assert not any(".proj_in" in t or ".ff." in t for t in targets)
+    header = read_header(out / "goldfish-heavy_snow.safetensors")
+    written = json.loads(header["lora_adapter_metadata"])["unet.target_modules"]  # peft's shortest suffixes
+    assert written == sorted(written) and all(any(t.endswith(w) for w in written) for t in targets)
     assert targets and not any(".attn2." in t or t.startswith("time_embedding") for t in targets)
     assert any(".attn1.to_q" in t for t in targets) and any("resnets.0.conv1" in t for t in targets)
     slider = read_slider(out / "goldfish-heavy_snow.safetensors")
@@ -252,3 +278,29 @@ def test_failed_preparation_names_itself_and_bad_model_is_bad_input(tmp_path, sc
     shifts = [release.shifts[0].model_copy(update={"model": str(tmp_path / "absent")})]
     with pytest.raises(ManifestError, match=r"shifts.0 \(nuisance\): nuisance.model: .*not a local folder"):
         release_preparations(release.model_copy(update={"shifts": shifts}))
+
+
+def test_x_t_is_reached_with_cfg_against_the_unconditional_prompt(tmp_path):
+    """CNS-Bench denoises to x_t with CFG between the unconditional and target prompts, which
+    are both the class phrase: guidance then changes nothing. Against "" it would."""
+    import torch
+
+    from stages.generative.models import load_fresh_model
+    from stages.generative.sampling import encode_prompts
+    from stages.generative.slider_training import SliderTrainingConfig, noisy_latents
+
+    model = load_fresh_model(str(tiny_pipeline_dir()), None, "cpu", "float32")
+
+    def x_t(guidance, unconditional="{class}"):
+        cfg = SliderTrainingConfig(model="m", class_name="goldfish", shift="snow", out_dir=tmp_path, resolution=32,
+                                   denoise_steps=6, sample_guidance=guidance, unconditional_prompt=unconditional)
+        embeds = {k: encode_prompts(model, [v]) for k, v in cfg.prompts().items()}
+        return noisy_latents(model, cfg, embeds, torch.Generator().manual_seed(5), 1)
+
+    (cns, t), (unguided, t1) = x_t(7.5), x_t(1.0)
+    assert t == t1 and cns.shape == (1, 4, 16, 16)
+    torch.testing.assert_close(cns, unguided, rtol=0, atol=1e-5)
+    empty, _ = x_t(7.5, unconditional="")
+    assert (empty - cns).abs().max() > 1e-3
+    assert SliderTrainingConfig(model="m", class_name="goldfish", shift="heavy snow", out_dir=tmp_path).prompts() == {
+        "target": "goldfish", "neutral": "goldfish", "positive": "goldfish, in heavy snow", "unconditional": "goldfish"}

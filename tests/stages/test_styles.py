@@ -81,6 +81,7 @@ def test_coco_source_index_and_meta(coco):
             "bbox": [10.0, 4.0, 30.0, 40.0],
             "area": 1200.0,
             "iscrowd": 0,
+            "segmentation": [[10, 4, 40, 4, 40, 44]],
         }
     ]
 
@@ -152,6 +153,7 @@ def test_domain_annotations_export(coco):
             "bbox": [10.0, 4.0, 30.0, 40.0],
             "area": 1200.0,
             "iscrowd": 0,
+            "segmentation": [[10, 4, 40, 4, 40, 44]],
         }
     ]
     assert [c["name"] for c in doc["categories"]] == ["person", "cup"]
@@ -202,6 +204,11 @@ def test_build_writes_coco_annotations_per_domain(coco, tmp_path):
             (285, "000000000285.png", 56, 40),
         ]
         assert {a["image_id"]: a["bbox"] for a in doc["annotations"]} == boxes
+        assert [a.get("segmentation") for a in sorted(doc["annotations"], key=lambda a: a["id"])] == [
+            [[10, 4, 40, 4, 40, 44]],
+            None,
+        ]
+        assert segm_ap_of_ground_truth(doc, image_id=139) == 1.0
     # the file names are the shard members, and the images there have the annotated size
     tars = sorted(str(p) for p in (tmp_path / "data" / "sketch").glob("*.tar"))
     members = {s["__key__"]: s["png"].shape for s in wds.WebDataset(tars, shardshuffle=False).decode("rgb8")}
@@ -218,3 +225,32 @@ def test_build_writes_coco_annotations_per_domain(coco, tmp_path):
     assert [f["path"] for f in json.loads((tmp_path / "provenance.json").read_text())["files"]] == [
         "annotations/sketch/instances.json"
     ]
+
+
+def segm_ap_of_ground_truth(doc, image_id):
+    """COCO segm AP of the annotations scored as detections of themselves (pycocotools)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = json.loads(json.dumps(doc))
+        gt.createIndex()
+        detections = [dict(a, score=1.0) for a in doc["annotations"] if a["image_id"] == image_id]
+        evaluation = COCOeval(gt, gt.loadRes(detections), "segm")
+        evaluation.params.imgIds = [image_id]
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return round(float(evaluation.stats[0]), 6)
+
+
+def test_prompts_take_the_right_article():
+    from stages.styles import describe_objects
+
+    anns = [{"category": c} for c in ("airplane", "person", "umbrella", "elephant", "cup", "airplane")]
+    assert describe_objects(anns) == "an airplane, a person, an umbrella, an elephant, a cup"
+    assert describe_objects([]) == "a scene"

@@ -1,0 +1,89 @@
+"""`shiftforge convert-slider`: a CNS-Bench / Concept Sliders LoRANetwork
+slider (`.pt` or `.safetensors`, keys `lora_unet_…`) as a diffusers/peft
+LoRA safetensors, with a `.json` of where it came from.
+
+The weights are copied unchanged, each layer keeping its rank and alpha, so
+the converted file renders the same images as the original; every layer is
+checked against the names and shapes of the model's UNet first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "shiftforge.slider/1"
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert-slider",
+        help="convert a CNS-Bench (Concept Sliders LoRANetwork) slider to a diffusers LoRA safetensors",
+        description="Convert a CNS-Bench / Concept Sliders LoRANetwork slider (.pt or .safetensors with "
+        "lora_unet_… keys) into a diffusers/peft LoRA .safetensors plus a .json recording the source "
+        "file's sha256 and the base model. Every layer is checked against the model's UNet.",
+    )
+    p.add_argument("slider", type=Path, help="LoRANetwork slider file (.pt or .safetensors)")
+    p.add_argument("--model", required=True, help="the base model: local diffusers folder or cached HF repo id")
+    p.add_argument("--revision", default=None, help="HF cache revision of --model")
+    p.add_argument("--out", required=True, type=Path, help="output .safetensors")
+    p.set_defaults(func=run_convert_slider)
+
+
+def run_convert_slider(args: argparse.Namespace) -> int:
+    from pipeline.cli import UsageError
+    from stages.generative.models import resolve_model_root
+    from stages.generative.sliders import read_slider, slider_layers
+
+    if args.out.suffix != ".safetensors":
+        raise UsageError(f"convert-slider --out: expected a .safetensors path, got {str(args.out)!r}")
+    if args.out.resolve() == args.slider.resolve():
+        raise UsageError("convert-slider --out: must differ from the input file")
+    try:
+        root, revision = resolve_model_root(args.model, args.revision)
+        slider = read_slider(args.slider)
+        if slider.format != "lora-network":
+            raise ValueError(f"slider {args.slider.name!r} is already a diffusers/peft LoRA file")
+        layers = slider_layers(slider, root)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"convert-slider: {exc}") from None
+    record = convert(slider, layers, args.out, provenance_base(args.model, revision, root))
+    print(json.dumps({"slider": str(args.out), "sha256": record["adapter_sha256"], "layers": len(layers)}))
+    return 0
+
+
+def provenance_base(model: str, revision: str | None, root: Path) -> dict[str, Any]:
+    from stages.generative.models import unet_weight_sha256
+
+    return {"model": model, "revision": revision, "unet_sha256": unet_weight_sha256(str(root))}
+
+
+def convert(slider: Any, layers: dict[str, Any], out: Path, base_model: dict[str, Any]) -> dict[str, Any]:
+    """Write `out` and `out.json`; returns the provenance written."""
+    import diffusers
+    import torch
+
+    from pipeline import __version__
+    from stages.generative.lora_network import peft_adapter
+    from stages.generative.models import file_sha256
+    from stages.generative.slider_training import write_lora_file
+
+    state, config = peft_adapter(layers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_lora_file(out, {k: v.to(torch.float32) for k, v in state.items()}, config)
+    record = {
+        "schema": SCHEMA,
+        "converted_from": {"file": slider.path.name, "sha256": slider.sha256, "format": slider.format},
+        "base_model": base_model,
+        "lora": {"layers": len(layers), "r": config["r"], "lora_alpha": config["lora_alpha"]},
+        "versions": {"shiftforge": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__},
+        "adapter_sha256": file_sha256(out),
+    }
+    sidecar = out.with_suffix(".json")
+    partial = sidecar.with_name(sidecar.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, sidecar)
+    return record
