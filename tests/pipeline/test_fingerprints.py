@@ -180,7 +180,8 @@ def test_the_fingerprint_recipe_is_stable():
     plan = plan_release(release, index=SourceIndex.from_items(ITEMS), source=object(),
                         filters_fingerprint={"f": 1})
     common = _canonical({"seed": 7, "name": "fp", "version": "1.0.0", "encoding": "jpg", "quality": 80,
-                         "formats": ["webdataset"], "image_size": None, "filters": {"f": 1}})
+                         "formats": ["webdataset"], "image_size": None, "filters": {"f": 1},
+                         "decode": {"max_pixels": None, "oversize": None}})   # a samples source never downscales
     stage_fp = hashlib.sha256(_canonical(plan.stages[0].work_fingerprint()).encode()).hexdigest()
     rows = "".join(f"{i.key}\x1f{i.sha256}\x1f{i.label!r}\n" for i in ITEMS[2:4])
     slice_digest = hashlib.sha256(rows.encode()).hexdigest()

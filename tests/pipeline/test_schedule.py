@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -97,8 +98,8 @@ def test_a_second_scheduler_on_the_same_release_is_refused(tmp_path):
 def test_lock_is_held_during_the_run_and_released_after_it(tmp_path):
     lock = tmp_path / RUN_LOCK
     with exclusive_lock(lock):
-        assert lock.read_text().startswith(f"pid {os.getpid()} since ")
-        with pytest.raises(LockHeld, match=rf"\(pid {os.getpid()} since .*; lock {re.escape(str(lock))}\)"):
+        assert lock.read_text().startswith(f"pid {os.getpid()} on host {socket.gethostname()}: run since ")
+        with pytest.raises(LockHeld, match=rf"\(pid {os.getpid()} on host .*: run since .*; lock {re.escape(str(lock))}\)"):
             with exclusive_lock(lock):
                 pass
     with pytest.raises(RuntimeError, match="boom"), exclusive_lock(lock):   # acquired again: released
