@@ -99,7 +99,8 @@ def test_lock_is_held_during_the_run_and_released_after_it(tmp_path):
     lock = tmp_path / RUN_LOCK
     with exclusive_lock(lock):
         assert lock.read_text().startswith(f"pid {os.getpid()} on host {socket.gethostname()}: run since ")
-        with pytest.raises(LockHeld, match=rf"\(pid {os.getpid()} on host .*: run since .*; lock {re.escape(str(lock))}\)"):
+        held = rf"\(pid {os.getpid()} on host .*: run since .*; lock {re.escape(str(lock))}\)"
+        with pytest.raises(LockHeld, match=held):
             with exclusive_lock(lock):
                 pass
     with pytest.raises(RuntimeError, match="boom"), exclusive_lock(lock):   # acquired again: released
