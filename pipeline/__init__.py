@@ -1,3 +1,5 @@
 """shiftforge: build, curate, publish and regenerate shifted test sets."""
 
-__version__ = "0.1.0"
+from stages import __version__  # one version for the distribution; stages never import pipeline
+
+__all__ = ["__version__"]

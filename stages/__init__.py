@@ -9,6 +9,8 @@ in a manifest as "package.module:Class" (see stages.registry).
 
 from __future__ import annotations
 
+__version__ = "0.1.0"   # the shiftforge distribution's version (pipeline.__version__ is this one)
+
 from functools import cache
 
 from stages.base import Batch, Stage, StageParams, Variant

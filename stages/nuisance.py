@@ -208,7 +208,8 @@ class NuisanceStage(Stage):
 
     def preparations(self) -> list[Preparation]:
         """One slider training per slider entry with `train:`."""
-        from stages.generative.sliders import slider_record, train_slider_file
+        from stages.generative.slider_training import train_slider_file
+        from stages.generative.sliders import slider_record
 
         preparations = []
         for spec in self.params.sliders:

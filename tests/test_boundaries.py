@@ -17,8 +17,9 @@ from stages.filters.rules import Rule, keep_mask, rejection_reason
 @pytest.mark.parametrize("value, reason", [
     (28.739, None),                                    # exactly the minimum passes
     (35.0, None),                                      # exactly the maximum passes
-    (np.nextafter(28.739, 0), "clip 28.74 < 28.739"),
-    (np.nextafter(35.0, 99), "clip 35 > 35"),
+    # one ulp past a bound: the reason prints the digits that show it failing
+    (np.nextafter(28.739, 0), "clip 28.738999999999997 < 28.739"),
+    (np.nextafter(35.0, 99), "clip 35.00000000000001 > 35"),
     (math.nan, "clip nan"),
 ])
 def test_threshold_bounds_are_inclusive(value, reason):

@@ -34,7 +34,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert_slider(args: argparse.Namespace) -> int:
-    from pipeline.cli import UsageError
+    from stages.base import UsageError
     from stages.generative.models import resolve_model_root
     from stages.generative.sliders import read_slider, slider_layers
 
@@ -66,7 +66,7 @@ def convert(slider: Any, layers: dict[str, Any], out: Path, base_model: dict[str
     import diffusers
     import torch
 
-    from pipeline import __version__
+    from stages import __version__
     from stages.generative.lora_network import peft_adapter
     from stages.generative.models import file_sha256
     from stages.generative.slider_training import write_lora_file

@@ -6,7 +6,7 @@ the same at every scale:
 
 - `sample_plain`: the reference loop — every scale runs all steps on its own,
   the slider scale set through diffusers' adapter weights.
-- `sample_branched`: one trajectory through `trajectories.sample_batch`: the
+- `trajectories.sample_branched`: one trajectory through `sample_batch`: the
   shared prefix runs once, scale 0 runs as the base model, the other scales
   share each later UNet call with a per-sample LoRA scale.
 
@@ -192,20 +192,6 @@ def split_at_start_noise(timesteps: torch.Tensor, start_noise: int) -> tuple[tor
     return timesteps[:off], timesteps[off:]
 
 
-def sample_branched(
-    model: DiffusionModel,
-    request: GenerationRequest,
-    adapter: str,
-    scales: list[float],
-    start_noise: int,
-    counter: EvalCounter,
-) -> np.ndarray:
-    """All scales of one trajectory: (len(scales), H, W, 3) uint8."""
-    from stages.generative.trajectories import sample_batch
-
-    return sample_batch(model, [request], [adapter], scales, start_noise, counter)[0]
-
-
 def sample_plain(
     model: DiffusionModel,
     request: GenerationRequest,
@@ -227,20 +213,6 @@ def sample_plain(
     for t in slider_on:
         latents = denoise_step(model, [lane], latents, t, embeds, request.guidance_scale, counter)
     return decode(model, latents)
-
-
-def sample_trajectory(
-    model: DiffusionModel,
-    request: GenerationRequest,
-    adapter: str,
-    scales: list[float],
-    start_noise: int,
-    sampler: Sampler,
-    counter: EvalCounter,
-) -> np.ndarray:
-    if sampler == "branched":
-        return sample_branched(model, request, adapter, scales, start_noise, counter)
-    return np.concatenate([sample_plain(model, request, adapter, s, start_noise, counter) for s in scales])
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ import torch
 from stages.generative.lora_network import target_modules
 from stages.generative.models import DiffusionModel, load_fresh_model, model_weight_hashes, unet_weight_sha256
 from stages.generative.sampling import EvalCounter, Lane, denoise_step, encode_prompts
-from stages.generative.sliders import LoraOff
+from stages.generative.sliders import LoraOff, slider_record
 from stages.generative.spec import SliderTrainingSettings, resolve_device
 
 ADAPTER = "slider"
@@ -270,7 +270,7 @@ def training_provenance(
     import diffusers
     import peft
 
-    from pipeline import __version__
+    from stages import __version__
 
     tenth = max(1, len(losses) // 10)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
@@ -306,3 +306,14 @@ def training_provenance(
             "peft": peft.__version__,
         },
     }
+
+
+def train_slider_file(config: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    """Train the slider `config` (SliderTrainingConfig fields) describes and
+    record `fingerprint` in its provenance; returns its `slider_record`."""
+    cfg = SliderTrainingConfig(**config)
+    train_slider(cfg, record={"training_fingerprint": fingerprint})
+    record = slider_record(cfg.output_path())
+    if record is None:
+        raise RuntimeError(f"slider {str(cfg.output_path())!r}: training finished but the file is unreadable")
+    return record

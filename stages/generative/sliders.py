@@ -108,19 +108,6 @@ def slider_record(path: str | Path) -> dict[str, Any] | None:
     }
 
 
-def train_slider_file(config: dict[str, Any], fingerprint: str) -> dict[str, Any]:
-    """Train the slider `config` (SliderTrainingConfig fields) describes and
-    record `fingerprint` in its provenance; returns its `slider_record`."""
-    from stages.generative.slider_training import SliderTrainingConfig, train_slider
-
-    cfg = SliderTrainingConfig(**config)
-    train_slider(cfg, record={"training_fingerprint": fingerprint})
-    record = slider_record(cfg.output_path())
-    if record is None:
-        raise RuntimeError(f"slider {str(cfg.output_path())!r}: training finished but the file is unreadable")
-    return record
-
-
 def check_slider_base(slider: SliderFile, unet_sha256: str, model: str) -> None:
     """A slider trained on another base model steers noise it never saw."""
     expected = slider.base_unet_sha256

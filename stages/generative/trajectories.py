@@ -33,11 +33,14 @@ from stages.generative.sampling import (
     EvalCounter,
     GenerationRequest,
     Lane,
+    Sampler,
     decode,
     denoise_step,
     initial_latents,
     make_schedule,
     prompt_embeddings,
+    resize_image,
+    sample_plain,
     split_at_start_noise,
 )
 from stages.generative.sliders import LoraOff, PerSampleLoraScale
@@ -218,8 +221,6 @@ def render_jobs(
     """Images of every job, or the exception that failed its batch. Branched:
     consecutive jobs of one batch shape, `per_batch` at a time, in job order
     (so a batch's composition depends only on the jobs, never on workers)."""
-    from stages.generative.sampling import resize_image, sample_trajectory
-
     results: list[np.ndarray | Exception] = [RuntimeError("not rendered")] * len(jobs)
     for chunk in job_batches(jobs, 1 if sampler == "plain" else per_batch):
         try:
@@ -245,3 +246,29 @@ def job_batches(jobs: list[TrajectoryJob], per_batch: int) -> list[list[int]]:
     for j, job in enumerate(jobs):
         groups.setdefault(batch_shape(job.request), []).append(j)
     return [g[k : k + per_batch] for g in groups.values() for k in range(0, len(g), per_batch)]
+
+
+def sample_branched(
+    model: DiffusionModel,
+    request: GenerationRequest,
+    adapter: str,
+    scales: list[float],
+    start_noise: int,
+    counter: EvalCounter,
+) -> np.ndarray:
+    """All scales of one trajectory: (len(scales), H, W, 3) uint8."""
+    return sample_batch(model, [request], [adapter], scales, start_noise, counter)[0]
+
+
+def sample_trajectory(
+    model: DiffusionModel,
+    request: GenerationRequest,
+    adapter: str,
+    scales: list[float],
+    start_noise: int,
+    sampler: Sampler,
+    counter: EvalCounter,
+) -> np.ndarray:
+    if sampler == "branched":
+        return sample_branched(model, request, adapter, scales, start_noise, counter)
+    return np.concatenate([sample_plain(model, request, adapter, s, start_noise, counter) for s in scales])

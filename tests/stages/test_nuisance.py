@@ -74,7 +74,8 @@ def loaded(slider):
 
 
 def test_branched_equals_plain_loop_with_fewer_unet_evaluations(loaded):
-    from stages.generative.sampling import EvalCounter, sample_trajectory
+    from stages.generative.sampling import EvalCounter
+    from stages.generative.trajectories import sample_trajectory
 
     model, adapter = loaded
     counts = {}
@@ -95,7 +96,8 @@ def test_branched_equals_plain_loop_with_fewer_unet_evaluations(loaded):
 
 
 def test_scale_zero_is_the_base_model_and_distance_grows_with_scale(loaded):
-    from stages.generative.sampling import EvalCounter, sample_base, sample_plain, sample_trajectory
+    from stages.generative.sampling import EvalCounter, sample_base, sample_plain
+    from stages.generative.trajectories import sample_trajectory
 
     model, adapter = loaded
     base = sample_base(model, request_for(model), EvalCounter())
@@ -111,7 +113,8 @@ def test_scale_zero_is_the_base_model_and_distance_grows_with_scale(loaded):
 
 def test_slider_on_only_after_start_noise(loaded):
     """start_noise below every timestep: the slider never switches on, all scales equal the base."""
-    from stages.generative.sampling import EvalCounter, sample_base, sample_trajectory
+    from stages.generative.sampling import EvalCounter, sample_base
+    from stages.generative.trajectories import sample_trajectory
 
     model, adapter = loaded
     counter = EvalCounter()

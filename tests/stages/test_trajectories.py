@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from stages.generative.sampling import EvalCounter, GenerationRequest, sample_base, sample_trajectory
-from stages.generative.trajectories import PrefixCache, sample_batch
+from stages.generative.sampling import EvalCounter, GenerationRequest, sample_base
+from stages.generative.trajectories import PrefixCache, sample_batch, sample_trajectory
 from tests.stages.test_nuisance import make_stage, prompt_batch
 from tests.tiny_models import tiny_pipeline_dir, write_random_slider
 
