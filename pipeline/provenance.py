@@ -167,6 +167,8 @@ def provenance_document(out: str | Path, release: Any, plan: Any, records: list[
         "shards": shard_entries,
         "counts": counts,
         "zarr": sorted({r.zarr["path"] for r in records if r.zarr}),
+        # a filtered release's shards are packed anew: its tasks' Zarr regions are listed here
+        "zarr_regions": [] if shards is None else [r.zarr for r in records if r.zarr],
         "extras": stage_extras(plan, records),
         "preparations": preparation_records(plan.stages),
         "files": files or [],

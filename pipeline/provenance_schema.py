@@ -84,6 +84,7 @@ class Provenance(_Open):
     shards: list[ShardInfo]
     counts: Counts
     zarr: list[str]
+    zarr_regions: list[dict[str, Any]] = []
     extras: dict[str, Any]
     shards_digest: str
     revision: int

@@ -86,13 +86,14 @@ def write_region(layout: ZarrLayout, unit_index: int, slots: list[tuple[str, Any
     group["labels"][start:stop] = labels
     group["keys"][start:stop] = keys.astype(str)
     group["valid"][start:stop] = valid
-    return region_digest(images, labels, keys, valid)
+    return region_digest(images, labels, keys)
 
 
-def region_digest(images: np.ndarray, labels: np.ndarray, keys: np.ndarray, valid: np.ndarray) -> str:
-    """The digest provenance records per region; `verify` recomputes it from the store."""
+def region_digest(images: np.ndarray, labels: np.ndarray, keys: np.ndarray) -> str:
+    """The digest provenance records per region; `verify` recomputes it from the store. The
+    `valid` mask is left out: a filtered release rewrites it after the release-wide rules, and
+    verify checks it slot by slot against samples.parquet instead."""
     h = hashlib.sha256(np.ascontiguousarray(images, np.uint8).tobytes())
     h.update(np.asarray(labels, np.int64).tobytes())
     h.update("\n".join(str(k) for k in np.asarray(keys).tolist()).encode())
-    h.update(np.asarray(valid, bool).tobytes())
     return h.hexdigest()
