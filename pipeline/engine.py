@@ -13,7 +13,8 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import islice
+from itertools import islice, zip_longest
+from typing import Any
 
 import dask.config
 from dask.distributed import Client, LocalCluster, as_completed
@@ -130,9 +131,11 @@ def run_units(client: Client, units: Sequence[WorkUnit], task: Callable,
     is dropped with a warning (e.g. a GPU stage on a CPU-only LocalCluster).
     """
     offered = cluster_resources(client)
-    n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    n_workers = max(1, len(workers))
     window = window or 4 * n_workers
     warned: set[str] = set()
+    placed: dict[str, str] = {}
 
     def submit(unit: WorkUnit):
         wanted = resources_for(unit) or {}
@@ -140,10 +143,12 @@ def run_units(client: Client, units: Sequence[WorkUnit], task: Callable,
         for missing in set(wanted) - set(usable) - warned:
             warned.add(missing)
             log.warning("no worker offers resource %r; running those tasks on any worker", missing)
+        where = affinity_worker(getattr(unit, "affinity", None), usable, workers, placed)
         return client.submit(task, *args_for(unit), key=f"shard-{unit.fingerprint[:20]}-{unit.shard_id}",
-                             resources=usable or None, retries=retries, pure=False)
+                             resources=usable or None, retries=retries, pure=False,
+                             workers=where, allow_other_workers=where is not None)
 
-    pending = iter(units)
+    pending = iter(order_by_affinity(units, n_workers))
     futures = as_completed([submit(unit) for unit in islice(pending, window)], loop=client.loop)
     for future in futures:
         record = future.result()
@@ -152,3 +157,33 @@ def run_units(client: Client, units: Sequence[WorkUnit], task: Callable,
         nxt = next(pending, None)
         if nxt is not None:
             futures.add(submit(nxt))
+
+
+def order_by_affinity(units: Sequence[Any], lanes: int = 1) -> list[Any]:
+    """Submission order: affinity groups in order of first appearance, taken `lanes` (workers)
+    at a time and interleaved, so every worker works through its own group while all workers
+    stay busy; units without a group keep their order."""
+    groups: dict[Any, list[Any]] = {}
+    for position, unit in enumerate(units):
+        groups.setdefault(getattr(unit, "affinity", None) or ("alone", position), []).append(unit)
+    members = list(groups.values())
+    ordered: list[Any] = []
+    for first in range(0, len(members), max(1, lanes)):
+        for row in zip_longest(*members[first:first + max(1, lanes)]):
+            ordered += [unit for unit in row if unit is not None]
+    return ordered
+
+
+def affinity_worker(group: str | None, resources: dict[str, float], workers: dict[str, dict],
+                    placed: dict[str, str]) -> list[str] | None:
+    """The worker a group's units prefer: groups dealt round robin over the workers that offer
+    `resources`, in address order (a preference only: a lost worker's tasks run elsewhere)."""
+    if group is None:
+        return None
+    if group not in placed:
+        able = sorted(address for address, info in workers.items()
+                      if all(info.get("resources", {}).get(k, 0) >= v for k, v in resources.items()))
+        if not able:
+            return None
+        placed[group] = able[len(placed) % len(able)]
+    return [placed[group]]

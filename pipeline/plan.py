@@ -155,6 +155,7 @@ def plan_release(release: Any, index: SourceIndex | None = None, source: Source 
             units.append(WorkUnit(
                 shard_id=f"{variant.config}/test-{unit_index:05d}", variant=variant, stage_index=stage_index,
                 unit_index=unit_index, start=start, stop=stop,
-                fingerprint=unit_fingerprint(common, stage_fps[stage_index], variant, digest)))
+                fingerprint=unit_fingerprint(common, stage_fps[stage_index], variant, digest),
+                affinity=f"{stage_index}:{start}" if stages[stage_index].shares_work_across_variants else None))
     outputs = {v.config: stages[i].outputs_per_input(v) for i, v in variants}
     return Plan(units=units, stages=stages, variants=variants, index=index, source=source, outputs=outputs)

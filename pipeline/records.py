@@ -19,6 +19,7 @@ class WorkUnit:
     start: int               # slice of the source index
     stop: int
     fingerprint: str
+    affinity: str | None = None   # units of one group share work: run them together on one worker
 
 
 @dataclass

@@ -229,6 +229,10 @@ class Stage:
     # params that only choose which variants exist (e.g. the list of severities);
     # changing them must not invalidate shards of variants that stay
     grid_fields: ClassVar[tuple[str, ...]] = ()
+    # True when the variants of one slice reuse each other's work inside a worker process
+    # (e.g. the slider-free prefix every shift of a trajectory shares): the engine then runs
+    # them one after another on the same worker; outputs never depend on it
+    shares_work_across_variants: ClassVar[bool] = False
 
     def __init__(self, params: StageParams):
         self.params = params

@@ -138,6 +138,7 @@ class NuisanceStage(Stage):
     name = "nuisance"
     version = "1"
     Params = NuisanceParams
+    shares_work_across_variants = True   # every shift of a slice reuses its prefix and scale 0
 
     def __init__(self, params: NuisanceParams):
         super().__init__(params)

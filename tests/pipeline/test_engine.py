@@ -114,3 +114,51 @@ def test_remote_cluster_with_a_relative_out(tmp_path, tiny_release, write_manife
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=30)
+
+
+# -- affinity: variants of one slice that share work run on one worker -----------------------------
+
+class _Unit:
+    def __init__(self, shard_id: str, affinity: str | None):
+        self.shard_id, self.affinity, self.fingerprint = shard_id, affinity, f"{abs(hash(shard_id)):020d}"
+
+
+def _where(shard_id: str) -> tuple[str, str]:
+    from distributed import get_worker
+
+    return shard_id, get_worker().address
+
+
+def test_order_by_affinity_interleaves_one_group_per_worker():
+    units = [_Unit(f"{shift}/{s}", f"0:{s}") for shift in "abc" for s in range(3)] + [_Unit("x", None)]
+    order = [u.shard_id for u in engine.order_by_affinity(units, lanes=2)]
+    # slices 0 and 1 side by side (one per worker), then slice 2 beside the unit without a group
+    assert order == ["a/0", "a/1", "b/0", "b/1", "c/0", "c/1", "a/2", "x", "b/2", "c/2"]
+    plain = [_Unit(str(i), None) for i in range(5)]
+    assert engine.order_by_affinity(plain, lanes=3) == plain
+
+
+def test_affinity_worker_deals_groups_round_robin_over_able_workers():
+    workers = {"tcp://b": {"resources": {"GPU": 1}}, "tcp://a": {"resources": {}}, "tcp://c": {"resources": {"GPU": 2}}}
+    placed: dict[str, str] = {}
+    assert engine.affinity_worker(None, {}, workers, placed) is None
+    assert [engine.affinity_worker(g, {}, workers, placed) for g in ("g0", "g1", "g2", "g3", "g0")] == [
+        ["tcp://a"], ["tcp://b"], ["tcp://c"], ["tcp://a"], ["tcp://a"]]
+    gpu: dict[str, str] = {}
+    assert [engine.affinity_worker(g, {"GPU": 1}, workers, gpu) for g in ("g0", "g1", "g2")] == [
+        ["tcp://b"], ["tcp://c"], ["tcp://b"]]
+    assert engine.affinity_worker("g", {"TPU": 1}, workers, {}) is None
+
+
+@pytest.mark.slow
+def test_units_of_one_group_run_on_one_worker():
+    units = [_Unit(f"{shift}/{s}", f"0:{s}") for shift in "abcd" for s in range(4)]
+    ran: list[tuple[str, str]] = []
+    with dask_client(workers=2) as client:
+        engine.run_units(client, units, _where, args_for=lambda u: (u.shard_id,), resources_for=lambda u: {},
+                         on_done=ran.append)
+    by_slice: dict[str, set[str]] = {}
+    for shard_id, address in ran:
+        by_slice.setdefault(shard_id.split("/")[1], set()).add(address)
+    assert sorted(by_slice) == ["0", "1", "2", "3"] and all(len(w) == 1 for w in by_slice.values())
+    assert len(set().union(*by_slice.values())) == 2       # both workers were used

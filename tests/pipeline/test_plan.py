@@ -36,3 +36,17 @@ def test_duplicate_configs_rejected(tiny_release):
     tiny_release["shifts"].append(dict(tiny_release["shifts"][0]))
     with pytest.raises(ManifestError, match="already produced by shifts.0"):
         plan_release(parse_release(tiny_release))
+
+
+def test_units_carry_an_affinity_only_for_stages_that_share_work(tiny_release, monkeypatch):
+    from pipeline.manifest import parse_release as parse
+    from pipeline.plan import plan_release as plan
+    from stages.corruptions import CorruptionStage
+    from stages.nuisance import NuisanceStage
+
+    assert NuisanceStage.shares_work_across_variants is True
+    assert all(u.affinity is None for u in plan(parse(tiny_release)).units)
+    monkeypatch.setattr(CorruptionStage, "shares_work_across_variants", True)
+    units = plan(parse(tiny_release)).units
+    assert {u.affinity for u in units} == {"0:0", "0:2", "0:4"}            # one group per slice
+    assert all(u.affinity == f"{u.stage_index}:{u.start}" for u in units)
