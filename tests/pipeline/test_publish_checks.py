@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 
 import pytest
 from hub_server import HubServer
@@ -29,18 +28,6 @@ configs:
 ---
 # tiny-shift
 """
-
-
-@pytest.fixture()
-def hub(monkeypatch):
-    from huggingface_hub.utils import _http, disable_progress_bars, enable_progress_bars, set_client_factory
-
-    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda s: None))
-    disable_progress_bars()
-    with HubServer() as server:
-        yield server
-    enable_progress_bars()
-    set_client_factory(_http.default_client_factory)
 
 
 def publish(hub: HubServer, root, **options):

@@ -4,7 +4,6 @@ and permanently (the run stops with one line; the next run resumes), on the Xet 
 from __future__ import annotations
 
 import hashlib
-import types
 
 import pytest
 from hub_server import HubServer
@@ -27,19 +26,6 @@ STEPS = [
     ("commit", "POST", r"/commit/", "xet"),
     ("tag", "POST", r"/tag/", "xet"),
 ]
-
-
-@pytest.fixture()
-def hub(monkeypatch):
-    from huggingface_hub.utils import _http, disable_progress_bars, enable_progress_bars, set_client_factory
-
-    # the client's own backoff between its retries would sleep real seconds
-    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda s: None))
-    disable_progress_bars()
-    with HubServer() as server:
-        yield server
-    enable_progress_bars()
-    set_client_factory(_http.default_client_factory)
 
 
 def unique_shards(salt: str) -> dict[str, str]:
