@@ -27,6 +27,7 @@ class SourceIndex:
     sha256: list[str] = field(default_factory=list)
     labels: list[Any] = field(default_factory=list)
     refs: list[Any] = field(default_factory=list)
+    metas: list[dict[str, Any] | None] = field(default_factory=list)
 
     @classmethod
     def from_items(cls, items: Iterable[SourceItem]) -> SourceIndex:
@@ -40,13 +41,14 @@ class SourceIndex:
             index.sha256.append(item.sha256)
             index.labels.append(item.label)
             index.refs.append(item.ref)
+            index.metas.append(item.meta)
         return index
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def item(self, i: int) -> SourceItem:
-        return SourceItem(self.keys[i], self.sha256[i], self.labels[i], self.refs[i])
+        return SourceItem(self.keys[i], self.sha256[i], self.labels[i], self.refs[i], self.metas[i])
 
     def items(self, start: int, stop: int) -> list[SourceItem]:
         return [self.item(i) for i in range(start, stop)]
@@ -54,7 +56,10 @@ class SourceIndex:
     def slice_digest(self, start: int, stop: int) -> str:
         h = hashlib.sha256()
         for i in range(start, stop):
-            h.update(f"{self.keys[i]}\x1f{self.sha256[i]}\x1f{self.labels[i]!r}\n".encode())
+            row = f"{self.keys[i]}\x1f{self.sha256[i]}\x1f{self.labels[i]!r}"
+            if self.metas[i] is not None:     # index-time tags reach the samples' bytes
+                row += f"\x1f{canonical_json(self.metas[i])}"
+            h.update(f"{row}\n".encode())
         return h.hexdigest()
 
     def digest(self) -> str:

@@ -36,6 +36,9 @@ class SourceItem:
     sha256: str
     label: Any = None
     ref: Any = None
+    # metadata known at index time that reaches each sample's provenance (e.g. MetaShift's
+    # split tags): part of the shard fingerprint, unlike `ref`, which only says where to read
+    meta: dict[str, Any] | None = None
 
 
 @dataclass

@@ -9,7 +9,7 @@
 The index reads the metadata once (streamed), builds the requested split and
 yields the selected images in the order train then test, by class: key
 `<split>-<image id>`, sha256 of the file bytes, label = position of the class
-in `split.classes`, ref = path plus the image's split tags. `load` returns the
+in `split.classes`, ref = path, meta = the split tags (fingerprinted). `load` returns the
 pixels and meta `{split, class, image_id, subsets[, group]}`. A missing or
 unreadable file becomes an error row. Unknown class or context names, subsets
 below the size threshold and empty splits fail before any work starts, as a
@@ -77,16 +77,12 @@ class SceneGraphSource(Source):
         for a in self.split_result().assignments:
             rel = self.spec.image_pattern.format(image_id=a.image_id)
             key = keys.claim(f"{a.split}-{safe_key(a.image_id)}", identity=a.image_id)
-            yield SourceItem(
-                key=key, sha256=self.files.sha256(rel), label=a.label, ref={"path": rel, **a.meta()}
-            )
+            yield SourceItem(key=key, sha256=self.files.sha256(rel), label=a.label, ref=rel, meta=a.meta())
 
     def load(self, item: SourceItem) -> Loaded:
-        ref: dict[str, Any] = item.ref
-        data = self.files.read(ref["path"], item.sha256)
-        pixels, notes = decode_image(data, ref["path"], self.spec.max_pixels)
-        meta = {k: v for k, v in ref.items() if k != "path"}
-        return Loaded(pixels, {**meta, "path": ref["path"], "notes": notes})
+        data = self.files.read(item.ref, item.sha256)
+        pixels, notes = decode_image(data, item.ref, self.spec.max_pixels)
+        return Loaded(pixels, {**(item.meta or {}), "path": item.ref, "notes": notes})
 
     def describe(self) -> dict[str, Any]:
         return {

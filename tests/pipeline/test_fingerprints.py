@@ -239,3 +239,19 @@ def test_outputs_per_input_are_asked_of_each_variant(monkeypatch):
     monkeypatch.setattr(CorruptionStage, "outputs_per_input", lambda self, variant: variant.params["severity"])
     plan = plan_release(parse_release(copy.deepcopy(BASE)), index=SourceIndex.from_items(ITEMS), source=object())
     assert plan.outputs == {"gaussian_noise-1": 1, "gaussian_noise-3": 3, "contrast-1": 1, "contrast-3": 3}
+
+
+def test_index_time_tags_are_fingerprinted_and_their_absence_keeps_the_recipe():
+    import hashlib
+
+    def digest(meta):
+        return SourceIndex.from_items([SourceItem("k", "ab" * 32, 1, "a.png", meta)]).slice_digest(0, 1)
+
+    plain = hashlib.sha256(f"k\x1f{'ab' * 32}\x1f1\n".encode()).hexdigest()
+    assert digest(None) == plain                           # sources without tags: unchanged recipe
+    tagged = digest({"split": "train", "subsets": ["dog(sofa)"]})
+    assert tagged != plain
+    assert digest({"split": "train", "subsets": ["dog(bed)"]}) != tagged   # a moved subset tag rebuilds
+    assert digest({"subsets": ["dog(sofa)"], "split": "train"}) == tagged  # key order is not content
+    index = SourceIndex.from_items([SourceItem("k", "ab" * 32, 1, "a.png", {"group": "minority"})])
+    assert index.item(0).meta == {"group": "minority"} and index.items(0, 1)[0].ref == "a.png"
