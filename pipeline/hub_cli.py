@@ -19,14 +19,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("release_dir", metavar="RELEASE_DIR", help="a built release folder (with provenance.json)")
     _hub_args(p)
     p.add_argument("--dry-run", action="store_true", help="list the operations without changing anything")
-    p.add_argument("--allow-delete", action="store_true",
-                   help="delete remote files under data/ that the release does not have even when the repo's "
-                        "provenance.json is missing or names another release")
-    p.add_argument("--transfer", choices=("auto", "xet", "lfs"), default="auto",
-                   help="upload path: xet (hf_xet), lfs, or auto = xet when hf_xet is installed and "
-                        "HF_HUB_DISABLE_XET is unset (default)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="timeout of one HTTP operation (default: $SHIFTFORGE_HUB_TIMEOUT or 300)")
+    _upload_args(p)
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser(
@@ -56,11 +49,27 @@ def _hub_args(p: argparse.ArgumentParser) -> None:
                    help="create the repo private if it is new (default: hub.private of the manifest)")
 
 
+def _upload_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-delete", action="store_true",
+                   help="delete remote files under data/ that the release does not have even when the repo's "
+                        "provenance.json is missing or names another release")
+    p.add_argument("--transfer", choices=("auto", "xet", "lfs"), default="auto",
+                   help="upload path: xet (hf_xet), lfs, or auto = xet when hf_xet is installed and "
+                        "HF_HUB_DISABLE_XET is unset (default)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="timeout of one HTTP operation (default: $SHIFTFORGE_HUB_TIMEOUT or 300)")
+
+
+def _upload_options(args: argparse.Namespace) -> dict:
+    return {"allow_delete": args.allow_delete, "transfer": args.transfer, "timeout": args.timeout}
+
+
 def _regenerate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", metavar="MANIFEST", help="release manifest (YAML)")
     p.add_argument("--out", required=True, metavar="DIR", help="release folder to bring up to date")
     p.add_argument("--publish", action="store_true", help="then publish the changed files to the Hub")
     _hub_args(p)
+    _upload_args(p)
     p.add_argument("--workers", type=int, default=None,
                    help="local Dask worker processes (default: CPU count)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler to use")
@@ -73,7 +82,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     try:
         result = publish_release(args.release_dir, args.repo, private=args.private, dry_run=args.dry_run,
-                                 allow_delete=args.allow_delete, transfer=args.transfer, timeout=args.timeout)
+                                 **_upload_options(args))
     except ReleaseRefused as exc:
         raise UsageError(str(exc)) from None
     except PublishError as exc:
@@ -97,7 +106,7 @@ def _run_once(args: argparse.Namespace):
 
     return regenerate_release(args.manifest, args.out, workers=args.workers, scheduler=args.scheduler,
                               publish=args.publish, repo_id=args.repo, private=args.private,
-                              wait=getattr(args, "wait", 0.0))
+                              wait=getattr(args, "wait", 0.0), publish_options=_upload_options(args))
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:

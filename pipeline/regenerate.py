@@ -70,8 +70,10 @@ def read_revision(out: Path) -> int | None:
 def regenerate_release(manifest: str | Path | Any, out: str | Path, *, workers: int | None = None,
                        scheduler: str | None = None, publish: bool = False, repo_id: str | None = None,
                        private: bool | None = None, api: Any = None, retry: Any = None,
-                       on_event: Callable[[str], None] | None = None, wait: float = 0.0) -> RegenerateResult:
-    """Rebuild what changed in `out` and, with `publish`, upload what differs from the Hub.
+                       on_event: Callable[[str], None] | None = None, wait: float = 0.0,
+                       publish_options: dict[str, Any] | None = None) -> RegenerateResult:
+    """Rebuild what changed in `out` and, with `publish`, upload what differs from the Hub
+    (`publish_options`: PublishOptions' fields such as allow_delete, transfer, timeout).
 
     Raises LockHeld when another run holds the lock, ManifestError for a bad
     manifest (before anything is touched), and publish errors unchanged.
@@ -93,5 +95,6 @@ def regenerate_release(manifest: str | Path | Any, out: str | Path, *, workers: 
         if publish:
             from pipeline.publish import publish_release
 
-            result.published = publish_release(out, repo_id, private=private, api=api, retry=retry)
+            result.published = publish_release(out, repo_id, private=private, api=api, retry=retry,
+                                               **(publish_options or {}))
     return result

@@ -124,3 +124,24 @@ def test_a_second_run_cannot_overlap(tmp_path):
                               "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert cli.returncode == 1 and "another run is in progress" in cli.stderr
     assert not (out / "provenance.json").exists()
+
+
+def test_cli_regenerate_forwards_the_upload_options_to_publish(tmp_path, monkeypatch):
+    import pipeline.build
+    import pipeline.publish
+    from pipeline.build import BuildResult
+    from pipeline.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(pipeline.build, "build_release", lambda release, out, **kw: BuildResult(
+        out=out, planned=0, built=0, skipped=0, removed=[], counts={"ok": 0}, seconds=0.0))
+    monkeypatch.setattr(pipeline.publish, "publish_release", lambda out, repo, **kw: seen.update(kw))
+    manifest = write_manifest(tmp_path / "tiny.yaml")
+    args = ["regenerate", str(manifest), "--out", str(tmp_path / "release"), "--publish",
+            "--allow-delete", "--transfer", "lfs", "--timeout", "7.5"]
+    assert main(args) == 0
+    assert {k: seen[k] for k in ("allow_delete", "transfer", "timeout")} == {
+        "allow_delete": True, "transfer": "lfs", "timeout": 7.5}
+    assert main(args[:5]) == 0                    # defaults: no deletes in a foreign repo, the client's path
+    assert {k: seen[k] for k in ("allow_delete", "transfer", "timeout")} == {
+        "allow_delete": False, "transfer": "auto", "timeout": None}
