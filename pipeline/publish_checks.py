@@ -72,18 +72,19 @@ def collect_release_files(release_dir: str | Path) -> tuple[dict[str, Any], list
     on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*")
                if p.is_file() or p.is_symlink()}
     problems += [f"{path}: not listed in provenance.json" for path in sorted(on_disk - set(listed))]
+    verified, hashes = _verify(root)      # verify hashes every shard: its sha256 are reused here
     files: list[LocalFile] = []
     for path, shard in sorted((listed | stage_files).items()):
         local = _checked_path(root, path, problems)
         if local is None:
             continue
-        sha = file_sha256(local)
+        sha = hashes.get(path) or file_sha256(local)
         if sha != shard.get("sha256"):
             expected = str(shard.get("sha256"))[:12]
             problems.append(f"{path}: sha256 {sha[:12]} differs from provenance ({expected})")
             continue
         files.append(LocalFile(path, local, sha, local.stat().st_size))
-    problems += _verify_problems(root)
+    problems += verified
     for name in METADATA_FILES:
         if (root / name).exists() or (root / name).is_symlink():
             local = _checked_path(root, name, problems)
@@ -98,14 +99,16 @@ def collect_release_files(release_dir: str | Path) -> tuple[dict[str, Any], list
     return provenance, files
 
 
-def _verify_problems(root: Path) -> list[str]:
-    """What `shiftforge verify` finds wrong (shard hashes, sample counts, counts adding up)."""
+def _verify(root: Path) -> tuple[list[str], dict[str, str]]:
+    """What `shiftforge verify` finds wrong (shard hashes, sample counts, counts adding up), and
+    the sha256 it computed for each shard."""
     from pipeline.verify import verify_release
 
     try:
-        return verify_release(root).problems
+        report = verify_release(root)
     except (OSError, KeyError, ValueError) as exc:
-        return [f"verify could not read the release: {type(exc).__name__}: {exc}"]
+        return [f"verify could not read the release: {type(exc).__name__}: {exc}"], {}
+    return report.problems, report.hashes
 
 
 def _checked_path(root: Path, relative: str, problems: list[str]) -> Path | None:

@@ -40,6 +40,7 @@ class VerifyReport:
     shards: int = 0
     samples: int = 0
     problems: list[str] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)   # shard path -> the sha256 verify computed
 
     @property
     def ok(self) -> bool:
@@ -152,6 +153,7 @@ def _check_shard(store: ReleaseStore, shard: dict, ok_keys: set[str] | None, rep
     except OSError as exc:
         report.add(f"{rel}: unreadable ({type(exc).__name__}: {exc})")
         return
+    report.hashes[rel] = digest
     if digest != shard["sha256"]:
         report.add(f"{rel}: sha256 {digest[:12]}… != recorded {(shard['sha256'] or '')[:12]}…")
         return

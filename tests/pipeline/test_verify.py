@@ -276,3 +276,13 @@ def test_filtered_release_zarr_regions_are_checked(tmp_path):
     images[4, 0, 0, 0] = (int(images[4, 0, 0, 0]) + 1) % 256
     found = verify_release(out).problems
     assert len(found) == 1 and found[0].startswith(f"{STORE} [4:5]: digest"), found
+
+
+def test_report_keeps_the_sha256_of_every_shard_it_hashed(release):
+    import hashlib
+
+    prov = json.loads((release / "provenance.json").read_text())
+    report = verify_release(release)
+    assert report.hashes == {s["path"]: hashlib.sha256((release / s["path"]).read_bytes()).hexdigest()
+                             for s in prov["shards"]}
+    assert report.hashes == {s["path"]: s["sha256"] for s in prov["shards"]}   # publish reuses these
