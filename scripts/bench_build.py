@@ -34,9 +34,9 @@ import cv2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.build import build_release  # noqa: E402
-from pipeline.manifest import parse_release  # noqa: E402
-from pipeline.seeding import derive_seed  # noqa: E402
+from pipeline.core.build import build_release  # noqa: E402
+from pipeline.core.manifest import parse_release  # noqa: E402
+from pipeline.core.seeding import derive_seed  # noqa: E402
 from pipeline.sources import open_source  # noqa: E402
 from pipeline.writers.files import filesystem  # noqa: E402
 from pipeline.writers.webdataset import encode_image, write_tar  # noqa: E402

@@ -50,7 +50,7 @@ def best(fn, repeats: int) -> float:
 
 
 def bench_manifests(folder: Path, repeats: int) -> dict[str, float]:
-    from pipeline.manifest import ManifestError, load_manifest
+    from pipeline.core.manifest import ManifestError, load_manifest
 
     results = {}
     for name, data in hostile_manifests().items():
@@ -69,20 +69,20 @@ def bench_manifests(folder: Path, repeats: int) -> dict[str, float]:
 
 
 def bench_verify(folder: Path, repeats: int) -> dict[str, float]:
-    import pipeline.verify_zarr
-    from pipeline.build import build_release
-    from pipeline.manifest import parse_release
-    from pipeline.verify import verify_release
+    import pipeline.release.verify_zarr
+    from pipeline.core.build import build_release
+    from pipeline.core.manifest import parse_release
+    from pipeline.release.verify import verify_release
 
     out = folder / "release"
     build_release(parse_release(TINY), out, workers=1)
     full = best(lambda: verify_release(out), repeats)
-    original = pipeline.verify_zarr.check_zarr
-    pipeline.verify_zarr.check_zarr = lambda *args: None
+    original = pipeline.release.verify_zarr.check_zarr
+    pipeline.release.verify_zarr.check_zarr = lambda *args: None
     try:
         without_zarr = best(lambda: verify_release(out), repeats)
     finally:
-        pipeline.verify_zarr.check_zarr = original
+        pipeline.release.verify_zarr.check_zarr = original
     return {"verify_s": round(full, 4), "verify_without_zarr_checks_s": round(without_zarr, 4)}
 
 

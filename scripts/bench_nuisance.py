@@ -111,8 +111,7 @@ def cns_scale_evals(steps: int, start_noise: int, n_scales: int, cfg: bool = Tru
 
 
 def run_mode(mode, model, requests, adapters, args, counter):
-    from stages.generative.trajectories import sample_trajectory
-    from stages.generative.trajectories import PrefixCache, sample_batch
+    from stages.generative.trajectories import PrefixCache, sample_batch, sample_trajectory
 
     cache = PrefixCache()
     images = {}

@@ -47,8 +47,8 @@ def rss_mb() -> float:
 def child(count: int, per_shard: int) -> None:
     """Plan once in this (fresh) process and print one JSON line."""
     sys.path.insert(0, str(ROOT))
-    from pipeline.manifest import parse_release
-    from pipeline.plan import SourceIndex, plan_release
+    from pipeline.core.manifest import parse_release
+    from pipeline.core.plan import SourceIndex, plan_release
     from pipeline.sources import open_source
 
     release = parse_release(release_dict(count, per_shard))

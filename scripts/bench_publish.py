@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 from hub_server import HubServer  # noqa: E402
 from test_publish import REPO, api_for, write_release  # noqa: E402
 
-from pipeline.publish import RetryPolicy, publish_release  # noqa: E402
+from pipeline.hub.publish import RetryPolicy, publish_release  # noqa: E402
 
 
 def random_release(root: Path, shards: int, megabytes: int, changed: int | None = None) -> Path:

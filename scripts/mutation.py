@@ -37,11 +37,11 @@ RESULTS = ROOT / "scripts" / "results" / "mutation.json"
 
 # group -> (files to mutate, test selection, extra pytest args)
 GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
-    "plan": (["pipeline/plan.py", "pipeline/seeding.py"],
+    "plan": (["pipeline/core/plan.py", "pipeline/core/seeding.py"],
              ["tests/pipeline/test_fingerprints.py", "tests/pipeline/test_plan.py",
               "tests/pipeline/test_seeds.py::test_derive_seed_is_the_documented_hash_and_depends_on_every_part"],
              []),
-    "journal": (["pipeline/journal.py"], ["tests/pipeline/test_crash_paths.py"], ["-m", "not slow"]),
+    "journal": (["pipeline/core/journal.py"], ["tests/pipeline/test_crash_paths.py"], ["-m", "not slow"]),
     "writers": (["pipeline/writers/files.py", "pipeline/writers/webdataset.py", "pipeline/writers/zarr_store.py"],
                 ["tests/pipeline/test_crash_paths.py", "tests/pipeline/test_writers.py"], ["-m", "not slow"]),
     # module-level tables are not mutated by mutmut: their values are pinned by the table tests
@@ -67,12 +67,12 @@ IMPORT_TIME = "unreachable under mutmut: the factory runs at import, before any 
 
 # mutant name -> why it changes no observable behaviour
 EQUIVALENT: dict[str, str] = {
-    "pipeline.journal.xǁJournalWriterǁ_repair_torn_tail__mutmut_12":
+    "pipeline.core.journal.xǁJournalWriterǁ_repair_torn_tail__mutmut_12":
         "read(None) after seek(-1, SEEK_END) reads the same single last byte",
-    "pipeline.journal.xǁJournalWriterǁ_repair_torn_tail__mutmut_13":
+    "pipeline.core.journal.xǁJournalWriterǁ_repair_torn_tail__mutmut_13":
         "read(2) after seek(-1, SEEK_END) reads the same single last byte",
-    "pipeline.journal.xǁJournalWriterǁcompact__mutmut_12": "'UTF-8' and 'utf-8' name the same codec",
-    "pipeline.seeding.x_derive_seed__mutmut_9": "int.from_bytes is big-endian by default (Python >= 3.11)",
+    "pipeline.core.journal.xǁJournalWriterǁcompact__mutmut_12": "'UTF-8' and 'utf-8' name the same codec",
+    "pipeline.core.seeding.x_derive_seed__mutmut_9": "int.from_bytes is big-endian by default (Python >= 3.11)",
     "stages.filters.rules.x__passes__mutmut_10":
         "NaN compares False with >=, so dropping the NaN mask first changes nothing when a minimum is set",
     "stages.filters.rules.x_keep_mask__mutmut_11": "a missing column becomes a NaN scalar: rejected all the same",
@@ -117,7 +117,7 @@ EQUIVALENT: dict[str, str] = {
     "pipeline.writers.zarr_store.x_write_region__mutmut_56": "mode 'a' and 'r+' open the same existing store",
     "pipeline.writers.zarr_store.x_fit_image__mutmut_1":
         "a 3-tuple never equals (height, width), so every image is resized, to its own size when it fits: same pixels",
-    "pipeline.journal.xǁJournalWriterǁ_repair_torn_tail__mutmut_20":
+    "pipeline.core.journal.xǁJournalWriterǁ_repair_torn_tail__mutmut_20":
         "ends a torn line with 'XXXX' instead of nothing: the torn line stays unparsable and is skipped either way",
 }
 

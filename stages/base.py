@@ -26,6 +26,11 @@ class UsageError(Exception):
     """Bad input from the user (exit 2)."""
 
 
+class ManifestError(Exception):
+    """A manifest that cannot be used; the message lists every problem with its field path (exit 2).
+    Importable as `pipeline.core.manifest.ManifestError`; defined here so that sources can raise it."""
+
+
 # validation-context key: the folder of the manifest file being validated
 MANIFEST_DIR = "manifest_dir"
 

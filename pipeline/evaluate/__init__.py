@@ -38,7 +38,7 @@ def evaluate_release(release: str | Path, models: list[EvalModel], out: str | Pa
                      configs: list[str] | None = None, workers: int | None = None, scheduler: str | None = None,
                      clean_source: bool = False, on_event: Callable[[str], None] = lambda _msg: None) -> list[Path]:
     """Evaluate every model; returns the results files written."""
-    from pipeline.engine import dask_client
+    from pipeline.core.engine import dask_client
 
     release, options = Path(release), options or EvalOptions()
     out = Path(out) if out is not None else release
@@ -67,7 +67,7 @@ def evaluate_release(release: str | Path, models: list[EvalModel], out: str | Pa
             on_event(f"{model.name}: {len(rows)} samples → {path}" + (f" (+{len(plots)} plots)" if plots else ""))
             written.append(path)
     if out.resolve() == release.resolve():
-        from pipeline.card import write_dataset_card
+        from pipeline.release.card import write_dataset_card
 
         write_dataset_card(release)  # the card's Results section
     return written

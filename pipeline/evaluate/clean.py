@@ -15,10 +15,10 @@ import hashlib
 import time
 from typing import Any
 
+from pipeline.core.records import ShardRecord
 from pipeline.evaluate.models import EvalModel, predictor_for, resolve_device
 from pipeline.evaluate.predict import EvalOptions, batches, parquet_bytes
 from pipeline.evaluate.shards import EvalUnit, ReleaseError
-from pipeline.records import ShardRecord
 from pipeline.writers.files import ReleaseStore
 
 CLEAN_CONFIG = "clean"
@@ -29,7 +29,7 @@ def source_shards(provenance: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]
                                                      dict[str, Any] | None]:
     """(source spec, shard-like records for `plan_units`, items per shard id, COCO annotations of
     the clean items or None); ReleaseError if the source cannot be read."""
-    from pipeline.manifest import ManifestError, parse_release
+    from pipeline.core.manifest import ManifestError, parse_release
     from pipeline.sources import SourceError, open_source
 
     try:

@@ -17,12 +17,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.journal import JournalWriter, read_journal
+from pipeline.core.records import ShardRecord
 from pipeline.evaluate.clean import evaluate_source_unit
 from pipeline.evaluate.models import EvalModel, predictor_for, resolve_device
 from pipeline.evaluate.predict import EvalOptions, batches, parquet_bytes
 from pipeline.evaluate.shards import EvalUnit, read_shard
-from pipeline.journal import JournalWriter, read_journal
-from pipeline.records import ShardRecord
 from pipeline.writers.files import ReleaseStore
 
 EVAL_VERSION = "1"
@@ -85,7 +85,7 @@ def run_model(client: Any, release: Path, out: Path, model: EvalModel, units: li
               options: EvalOptions, on_event: Callable[[str], None],
               sources: dict[str, tuple[Any, list[Any]]] | None = None) -> dict[str, Any]:
     """Run the model's pending shards; returns counts and per-worker throughput."""
-    from pipeline.engine import run_units
+    from pipeline.core.engine import run_units
 
     work = work_dir(out, model)
     todo = pending_units(units, work)

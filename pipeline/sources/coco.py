@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.imagefile import decode_image
 from pipeline.sources.base import Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key, sha256_bytes
+from pipeline.sources.imagefile import decode_image
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.base import ManifestPath
 

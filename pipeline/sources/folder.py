@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.imagefile import MAX_PIXELS, decode_image
 from pipeline.sources.base import ContainedFiles, Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key
+from pipeline.sources.imagefile import MAX_PIXELS, decode_image
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.base import ManifestPath
 

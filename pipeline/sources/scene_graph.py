@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.imagefile import MAX_PIXELS, decode_image
 from pipeline.sources.base import ContainedFiles, Loaded, Source, SourceItem, SourceSpec, safe_key
+from pipeline.sources.imagefile import MAX_PIXELS, decode_image
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.base import ManifestPath
 from stages.metashift.splits import SplitRequest, SplitResult
@@ -100,7 +100,7 @@ class SceneGraphSource(Source):
 
 def compute_split(spec: SceneGraphSpec) -> SplitResult:
     """Read the metadata and build the requested split; any problem is a `ManifestError`."""
-    from pipeline.manifest import ManifestError
+    from stages.base import ManifestError
     from stages.metashift.scene_graphs import MetaShiftError, read_records
     from stages.metashift.subpopulation import make_split
     from stages.metashift.subsets import ContextIndex, SubsetCatalog

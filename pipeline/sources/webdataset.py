@@ -27,7 +27,6 @@ from braceexpand import braceexpand
 from fsspec.utils import infer_compression
 from pydantic import Field, field_validator
 
-from pipeline.imagefile import MAX_PIXELS, decode_image
 from pipeline.sources.base import (
     EMPTY_SHA256,
     Loaded,
@@ -39,6 +38,7 @@ from pipeline.sources.base import (
     safe_key,
     sha256_bytes,
 )
+from pipeline.sources.imagefile import MAX_PIXELS, decode_image
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.base import ManifestPath
 

@@ -1,4 +1,4 @@
-"""`shiftforge convert-slider`: a CNS-Bench / Concept Sliders LoRANetwork
+"""Slider conversion (`shiftforge convert-slider`): a CNS-Bench / Concept Sliders LoRANetwork
 slider (`.pt` or `.safetensors`, keys `lora_unet_…`) as a diffusers/peft
 LoRA safetensors, with a `.json` of where it came from.
 
@@ -9,50 +9,12 @@ checked against the names and shapes of the model's UNet first.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 SCHEMA = "shiftforge.slider/1"
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert-slider",
-        help="convert a CNS-Bench (Concept Sliders LoRANetwork) slider to a diffusers LoRA safetensors",
-        description="Convert a CNS-Bench / Concept Sliders LoRANetwork slider (.pt or .safetensors with "
-        "lora_unet_… keys) into a diffusers/peft LoRA .safetensors plus a .json recording the source "
-        "file's sha256 and the base model. Every layer is checked against the model's UNet.",
-    )
-    p.add_argument("slider", type=Path, help="LoRANetwork slider file (.pt or .safetensors)")
-    p.add_argument("--model", required=True, help="the base model: local diffusers folder or cached HF repo id")
-    p.add_argument("--revision", default=None, help="HF cache revision of --model")
-    p.add_argument("--out", required=True, type=Path, help="output .safetensors")
-    p.set_defaults(func=run_convert_slider)
-
-
-def run_convert_slider(args: argparse.Namespace) -> int:
-    from stages.base import UsageError
-    from stages.generative.models import resolve_model_root
-    from stages.generative.sliders import read_slider, slider_layers
-
-    if args.out.suffix != ".safetensors":
-        raise UsageError(f"convert-slider --out: expected a .safetensors path, got {str(args.out)!r}")
-    if args.out.resolve() == args.slider.resolve():
-        raise UsageError("convert-slider --out: must differ from the input file")
-    try:
-        root, revision = resolve_model_root(args.model, args.revision)
-        slider = read_slider(args.slider)
-        if slider.format != "lora-network":
-            raise ValueError(f"slider {args.slider.name!r} is already a diffusers/peft LoRA file")
-        layers = slider_layers(slider, root)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"convert-slider: {exc}") from None
-    record = convert(slider, layers, args.out, provenance_base(args.model, revision, root))
-    print(json.dumps({"slider": str(args.out), "sha256": record["adapter_sha256"], "layers": len(layers)}))
-    return 0
 
 
 def provenance_base(model: str, revision: str | None, root: Path) -> dict[str, Any]:

@@ -6,8 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-from pipeline.manifest import canonical_json
-from pipeline.verify import document_sha256
+from pipeline.core.manifest import canonical_json
+from pipeline.release.verify import document_sha256
 
 
 def sealed_provenance(release: dict[str, Any], shards: list[dict[str, Any]], rows: list[dict[str, Any]],

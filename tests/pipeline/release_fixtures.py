@@ -34,7 +34,7 @@ def build_tiny_release(folder: Path, **changes: Any) -> Path:
     """Build through the real engine on an in-process Dask cluster (no worker processes to spawn)."""
     from dask.distributed import LocalCluster
 
-    from pipeline.build import build_release
+    from pipeline.core.build import build_release
 
     folder.mkdir(parents=True, exist_ok=True)
     manifest = write_manifest(folder / "tiny.yaml", **changes)

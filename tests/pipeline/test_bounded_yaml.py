@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.bounded_yaml import MAX_DEPTH, MAX_MANIFEST_BYTES, MAX_NODES, BoundExceeded, expanded_size
-from pipeline.manifest import ManifestError, load_manifest
+from pipeline.core.bounded_yaml import MAX_DEPTH, MAX_MANIFEST_BYTES, MAX_NODES, BoundExceeded, expanded_size
+from pipeline.core.manifest import ManifestError, load_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 

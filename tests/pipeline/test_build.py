@@ -15,10 +15,10 @@ import pytest
 import webdataset as wds
 import zarr
 
-from pipeline.build import build_release
-from pipeline.manifest import parse_release
-from pipeline.provenance_schema import validate_provenance
-from pipeline.verify import verify_release
+from pipeline.core.build import build_release
+from pipeline.core.manifest import parse_release
+from pipeline.release.provenance_schema import validate_provenance
+from pipeline.release.verify import verify_release
 from stages.corruptions import corrupt
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def test_resume_after_sigkill_gives_the_same_release(tmp_path, tiny_release, wri
 
 
 def test_bad_input_found_while_planning_leaves_no_folder_but_keeps_an_existing_one(tmp_path):
-    from pipeline.manifest import ManifestError
+    from pipeline.core.manifest import ManifestError
 
     manifest = parse_release({"name": "m", "version": "1", "seed": 1,
                               "source": {"kind": "folder", "path": str(tmp_path / "missing")},

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.calibrate import CalibrationError, calibrate, read_labelled, run_calibration
+from pipeline.views.calibrate import CalibrationError, calibrate, read_labelled, run_calibration
 from stages.filters import FiltersSpec, Rule, Threshold, keep_mask
 
 # out-of-class scores are uniform on [0, top): the 0.9 quantile, i.e. the threshold

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from release_fixtures import build_tiny_release
 
-from pipeline.card import card_metadata, config_data_files, render_card, size_category, write_dataset_card
+from pipeline.release.card import card_metadata, config_data_files, render_card, size_category, write_dataset_card
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def test_a_log_that_cannot_be_written_is_still_one_line(tmp_path, monkeypatch, c
     """A full disk: the build failed and build-error.log cannot be written either."""
     import errno
 
-    from pipeline.commands import build_failed
+    from pipeline.cli.commands import build_failed
     from pipeline.writers.files import ReleaseStore
 
     def full(self, rel, data):
@@ -77,13 +77,13 @@ def test_a_log_that_cannot_be_written_is_still_one_line(tmp_path, monkeypatch, c
 
 
 def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_log(tmp_path, monkeypatch, capsys):
-    import pipeline.verify
+    import pipeline.release.verify
     from pipeline.cli import main
 
     def broken(out):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr(pipeline.verify, "verify_release", broken)
+    monkeypatch.setattr(pipeline.release.verify, "verify_release", broken)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "logs"))
     (tmp_path / "logs").mkdir()
     import tempfile
@@ -97,7 +97,7 @@ def test_an_unexpected_failure_is_one_line_with_the_traceback_in_a_log(tmp_path,
 
 
 def test_a_shard_that_cannot_be_read_is_a_problem_not_a_crash(tmp_path):
-    from pipeline.verify import VerifyReport, _check_shard
+    from pipeline.release.verify import VerifyReport, _check_shard
     from pipeline.writers.files import ReleaseStore
 
     (tmp_path / "data" / "c" / "test-00000.tar").mkdir(parents=True)     # a folder where a tar belongs

@@ -16,9 +16,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from pipeline.journal import JOURNAL_NAME, JournalWriter, read_journal
-from pipeline.records import ShardRecord
-from pipeline.verify import verify_release
+from pipeline.core.journal import JOURNAL_NAME, JournalWriter, read_journal
+from pipeline.core.records import ShardRecord
+from pipeline.release.verify import verify_release
 from pipeline.writers.files import atomic_open, remove_temporaries
 from pipeline.writers.webdataset import write_tar
 from tests.pipeline.release_fixtures import build_tiny_release, write_manifest
@@ -122,7 +122,7 @@ DRIVER = """
 import sys, time
 import fsspec.implementations.local as local
 from dask.distributed import LocalCluster
-from pipeline.build import build_release
+from pipeline.core.build import build_release
 
 real_write = local.LocalFileOpener.write
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from release_fixtures import build_tiny_release
 
-from pipeline.croissant import croissant_document, write_croissant
+from pipeline.release.croissant import croissant_document, write_croissant
 
 
 @pytest.fixture(scope="module")

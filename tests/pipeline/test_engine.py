@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import engine
-from pipeline.build import absolute_out, check_out
-from pipeline.cli import UsageError
-from pipeline.engine import ClusterError, check_cluster_args, dask_client
+from pipeline.core import engine
+from pipeline.core.build import absolute_out, check_out
+from pipeline.core.engine import ClusterError, check_cluster_args, dask_client
+from stages.base import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

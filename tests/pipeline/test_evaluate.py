@@ -249,8 +249,8 @@ def save_tiny_transformers_classifier(out: Path, **config_extra) -> Path:
 
 
 def test_results_in_the_release_reach_the_card_the_report_and_publish(shapes_release, evaluated, tmp_path):
-    from pipeline.publish import collect_release_files
-    from pipeline.report import write_report
+    from pipeline.hub.publish import collect_release_files
+    from pipeline.views.report import write_report
 
     release, _, specs = shapes_release
     _, document = evaluated

@@ -43,8 +43,8 @@ def scheduler():
 
 @pytest.fixture(scope="module")
 def coco_release(tmp_path_factory, scheduler):
-    from pipeline.build import build_release
-    from pipeline.manifest import parse_release
+    from pipeline.core.build import build_release
+    from pipeline.core.manifest import parse_release
 
     root = tmp_path_factory.mktemp("coco")
     (root / "val2017").mkdir()
@@ -119,9 +119,9 @@ def test_detector_boxes_and_ap_per_domain(coco_release, scheduler, tmp_path):
 
 
 def test_clean_source_gives_the_clean_ap_and_the_drop(coco_release, scheduler, tmp_path):
+    from pipeline.core.manifest import parse_release
     from pipeline.evaluate.clean import clean_annotations
     from pipeline.evaluate.shards import read_provenance
-    from pipeline.manifest import parse_release
     from pipeline.sources import open_source
 
     release, model_dir = coco_release

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.build import build_release
-from pipeline.export import ExportError, export_medmnist_c
-from pipeline.manifest import parse_release
+from pipeline.core.build import build_release
+from pipeline.core.manifest import parse_release
+from pipeline.release.export import ExportError, export_medmnist_c
 from pipeline.writers.files import filesystem
 from pipeline.writers.webdataset import encode_image, write_tar
 

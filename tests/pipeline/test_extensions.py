@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 import stages.registry
-from pipeline import manifest as manifest_module
 from pipeline.cli import main
-from pipeline.manifest import ManifestError, parse_release, release_model
-from pipeline.plan import plan_release
+from pipeline.core import manifest as manifest_module
+from pipeline.core.manifest import ManifestError, parse_release, release_model
+from pipeline.core.plan import plan_release
 from pipeline.sources import available_sources
 from stages import available_stages
 

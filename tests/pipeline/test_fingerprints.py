@@ -8,8 +8,8 @@ import copy
 
 import pytest
 
-from pipeline.manifest import parse_release
-from pipeline.plan import SourceIndex, plan_release
+from pipeline.core.manifest import parse_release
+from pipeline.core.plan import SourceIndex, plan_release
 from pipeline.sources import SourceItem
 
 BASE = {
@@ -214,7 +214,7 @@ def test_the_source_index_hands_back_its_items():
 
 
 def test_a_missing_source_folder_is_bad_input_naming_the_source(tmp_path):
-    from pipeline.manifest import ManifestError
+    from pipeline.core.manifest import ManifestError
 
     manifest = edit(source={"kind": "folder", "path": str(tmp_path / "missing")})
     with pytest.raises(ManifestError, match=r"^source: .*missing"):
@@ -222,7 +222,7 @@ def test_a_missing_source_folder_is_bad_input_naming_the_source(tmp_path):
 
 
 def test_a_stage_whose_model_is_missing_is_bad_input_naming_the_shift(monkeypatch):
-    from pipeline.manifest import ManifestError
+    from pipeline.core.manifest import ManifestError
     from stages.corruptions import CorruptionStage
 
     def missing(self):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.imagefile import decode_image
 from pipeline.sources import SourceError
+from pipeline.sources.imagefile import decode_image
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

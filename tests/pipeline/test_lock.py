@@ -13,9 +13,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from pipeline.build import build_release
-from pipeline.lock import RUN_LOCK, LockHeld, exclusive_lock, release_lock
-from pipeline.manifest import parse_release
+from pipeline.core.build import build_release
+from pipeline.core.lock import RUN_LOCK, LockHeld, exclusive_lock, release_lock
+from pipeline.core.manifest import parse_release
 from pipeline.writers.files import ReleaseStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def take_elsewhere(root, holder: str, **kwargs) -> LockHeld | None:
 
 
 def test_regenerate_names_stay_importable():
-    from pipeline import regenerate
+    from pipeline.hub import regenerate
 
     assert (regenerate.RUN_LOCK, regenerate.LockHeld, regenerate.exclusive_lock) == (
         RUN_LOCK, LockHeld, exclusive_lock)
@@ -89,7 +89,7 @@ def test_wait_takes_the_lock_once_the_holder_is_done(tmp_path):
 
 
 def test_a_killed_holder_releases_the_lock(tmp_path):
-    script = ("import sys, time\nfrom pipeline.lock import release_lock\n"
+    script = ("import sys, time\nfrom pipeline.core.lock import release_lock\n"
               "with release_lock(sys.argv[1], 'build'):\n    print('held', flush=True)\n    time.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipeline.manifest import ManifestError, export_schema, load_manifest, parse_release
+from pipeline.core.manifest import ManifestError, export_schema, load_manifest, parse_release
 
 
 def test_valid_manifest_round_trips(tiny_release):
@@ -61,7 +61,7 @@ def test_schema_export_covers_stages(tmp_path):
 def test_lossless_stage_refuses_jpeg_output(tmp_path):
     import yaml
 
-    from pipeline.manifest import ROOT_MANIFESTS
+    from pipeline.core.manifest import ROOT_MANIFESTS
 
     data = yaml.safe_load((ROOT_MANIFESTS / "adversarial.yaml").read_text())
     parse_release(data)  # the shipped manifest is valid as is
@@ -71,7 +71,7 @@ def test_lossless_stage_refuses_jpeg_output(tmp_path):
 
 
 def test_every_shipped_manifest_validates():
-    from pipeline.manifest import ROOT_MANIFESTS
+    from pipeline.core.manifest import ROOT_MANIFESTS
 
     names = sorted(p.name for p in ROOT_MANIFESTS.glob("*.yaml"))
     assert {"demo.yaml", "medmnist-c.yaml", "cns.yaml", "adversarial.yaml", "metashift.yaml"} <= set(names)
@@ -87,7 +87,7 @@ def test_class_name_filter_on_an_unlabelled_source_is_refused(tiny_release):
 
 
 def test_missing_source_folder_is_bad_input(tmp_path, tiny_release):
-    from pipeline.plan import plan_release
+    from pipeline.core.plan import plan_release
 
     tiny_release["source"] = {"kind": "folder", "path": str(tmp_path / "nowhere")}
     with pytest.raises(ManifestError, match="source: folder source: .*nowhere is not a folder"):

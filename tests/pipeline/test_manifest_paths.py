@@ -9,8 +9,8 @@ import yaml
 from PIL import Image
 from pydantic import AfterValidator, BaseModel
 
-from pipeline.manifest import load_manifest, manifest_sha256, parse_release
-from pipeline.plan import plan_release
+from pipeline.core.manifest import load_manifest, manifest_sha256, parse_release
+from pipeline.core.plan import plan_release
 from pipeline.sources import available_sources
 from stages import available_stages
 from stages.base import MANIFEST_DIR, ManifestPathOrId, resolve_manifest_path

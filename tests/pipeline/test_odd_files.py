@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.build import build_release
-from pipeline.imagefile import MAX_PIXELS, decode_image
-from pipeline.manifest import parse_release
-from pipeline.plan import plan_release
+from pipeline.core.build import build_release
+from pipeline.core.manifest import parse_release
+from pipeline.core.plan import plan_release
 from pipeline.sources.base import SourceError
 from pipeline.sources.folder import FolderSource, FolderSpec
+from pipeline.sources.imagefile import MAX_PIXELS, decode_image
 
 
 def png(pixels: np.ndarray) -> bytes:

@@ -12,11 +12,11 @@ import pytest
 import webdataset as wds
 import zarr
 
-from pipeline.build import build_release
-from pipeline.manifest import parse_release
-from pipeline.packing import plan_packs
-from pipeline.records import ShardRecord
-from pipeline.verify import verify_release
+from pipeline.core.build import build_release
+from pipeline.core.manifest import parse_release
+from pipeline.core.packing import plan_packs
+from pipeline.core.records import ShardRecord
+from pipeline.release.verify import verify_release
 from stages.filters import FiltersSpec, release_rejections
 from stages.filters.dedup import bits_from_hex, duplicates_of_earlier, hash_hex
 

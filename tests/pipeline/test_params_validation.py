@@ -8,7 +8,7 @@ import typing
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from pipeline.manifest import ManifestError, parse_release, release_model
+from pipeline.core.manifest import ManifestError, parse_release, release_model
 from pipeline.sources import available_sources
 from stages import available_stages
 

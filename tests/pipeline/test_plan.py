@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.manifest import ManifestError, parse_release
-from pipeline.plan import SourceIndex, plan_release
+from pipeline.core.manifest import ManifestError, parse_release
+from pipeline.core.plan import SourceIndex, plan_release
 from pipeline.sources import SourceItem
 
 
@@ -39,8 +39,8 @@ def test_duplicate_configs_rejected(tiny_release):
 
 
 def test_units_carry_an_affinity_only_for_stages_that_share_work(tiny_release, monkeypatch):
-    from pipeline.manifest import parse_release as parse
-    from pipeline.plan import plan_release as plan
+    from pipeline.core.manifest import parse_release as parse
+    from pipeline.core.plan import plan_release as plan
     from stages.corruptions import CorruptionStage
     from stages.nuisance import NuisanceStage
 

@@ -17,7 +17,7 @@ import pytest
 from hub_server import HubServer
 from release_documents import sealed_provenance
 
-from pipeline.publish import (
+from pipeline.hub.publish import (
     PublishError,
     ReleaseRefused,
     RetryPolicy,

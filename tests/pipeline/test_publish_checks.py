@@ -11,10 +11,10 @@ import pytest
 from hub_server import HubServer
 from test_publish import REPO, TOKEN, api_for, write_release
 
-from pipeline.provenance import SCHEMA_ID
-from pipeline.publish import PublishError, ReleaseRefused, RetryPolicy, WriteDenied, publish_release
-from pipeline.publish_checks import card_problems, limit_problems
-from pipeline.publish_retry import http_status, is_transient, retry_after
+from pipeline.hub.checks import card_problems, limit_problems
+from pipeline.hub.publish import PublishError, ReleaseRefused, RetryPolicy, WriteDenied, publish_release
+from pipeline.hub.retry import http_status, is_transient, retry_after
+from pipeline.release.provenance import SCHEMA_ID
 
 NO_WAIT = RetryPolicy(attempts=3, first_wait=0.0, sleep=lambda s: None)
 CARD = """---
@@ -122,7 +122,7 @@ def test_deletes_in_this_releases_repo_need_no_flag(hub, tmp_path):
 
 # -- limits --------------------------------------------------------------------------------------
 def test_limits_are_the_hubs_and_exact_at_their_boundaries(monkeypatch):
-    from pipeline import publish_checks
+    from pipeline.hub import checks as publish_checks
 
     # the Hub's documented recommendations: < 100k files per repo, < 10k entries per folder, files < 20 GB
     assert (publish_checks.MAX_FILES_PER_REPO, publish_checks.MAX_ENTRIES_PER_FOLDER) == (100_000, 10_000)
@@ -147,7 +147,7 @@ def test_limits_are_the_hubs_and_exact_at_their_boundaries(monkeypatch):
 
 
 def test_a_release_over_the_folder_limit_is_refused_before_upload(hub, tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.publish_checks.MAX_ENTRIES_PER_FOLDER", 2)
+    monkeypatch.setattr("pipeline.hub.checks.MAX_ENTRIES_PER_FOLDER", 2)
     root = write_release(tmp_path, {"fog/test-00000": "a", "fog/test-00001": "b"})
     with pytest.raises(ReleaseRefused, match="data/fog/ would hold 2 entries"):
         publish(hub, root)
@@ -186,7 +186,7 @@ def test_a_repo_the_token_cannot_see_is_not_taken_for_a_missing_one(hub, tmp_pat
 
 # -- the lock and the content at upload time -----------------------------------------------------
 def test_publish_waits_for_a_release_another_process_is_writing(hub, tmp_path):
-    from pipeline.lock import RUN_LOCK
+    from pipeline.core.lock import RUN_LOCK
 
     root = write_release(tmp_path, {"fog/test-00000": "a"})
     holder = subprocess.Popen(
@@ -204,7 +204,7 @@ def test_publish_waits_for_a_release_another_process_is_writing(hub, tmp_path):
 
 
 def test_publish_inside_a_run_that_holds_the_lock_goes_on(hub, tmp_path):
-    from pipeline.lock import release_lock
+    from pipeline.core.lock import release_lock
 
     root = write_release(tmp_path, {"fog/test-00000": "a"})
     with release_lock(root, "regenerate"):                       # as regenerate --publish does
@@ -319,7 +319,7 @@ def test_the_loopback_hub_refuses_what_the_hub_refuses(hub, tmp_path):
 def test_the_upload_path_is_chosen_explicitly_and_restored(monkeypatch):
     from huggingface_hub import constants
 
-    from pipeline.publish_env import transfer_path
+    from pipeline.hub.env import transfer_path
 
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
     with transfer_path("auto") as path:
@@ -344,7 +344,7 @@ def test_the_upload_path_is_chosen_explicitly_and_restored(monkeypatch):
 def test_timeouts_are_finite_unless_the_user_configured_the_client(monkeypatch):
     from huggingface_hub.utils import _http, get_session, set_client_factory
 
-    from pipeline.publish_env import hub_timeout, use_finite_timeouts
+    from pipeline.hub.env import hub_timeout, use_finite_timeouts
 
     monkeypatch.delenv("SHIFTFORGE_HUB_TIMEOUT", raising=False)
     assert hub_timeout() == 300.0 and hub_timeout(12.5) == 12.5

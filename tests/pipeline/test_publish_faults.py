@@ -9,7 +9,7 @@ import pytest
 from hub_server import HubServer
 from test_publish import REPO, TOKEN, api_for, write_release
 
-from pipeline.publish import PublishError, RetryPolicy, publish_release
+from pipeline.hub.publish import PublishError, RetryPolicy, publish_release
 
 SHARDS = {"fog/test-00000": "a", "fog/test-00001": "b", "snow/test-00000": "c"}
 EXPECTED = [".gitattributes", "README.md", "data/fog/test-00000.tar", "data/fog/test-00001.tar",

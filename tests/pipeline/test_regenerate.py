@@ -12,8 +12,8 @@ import pytest
 from hub_server import HubServer
 from release_fixtures import TINY_MANIFEST, write_manifest
 
-from pipeline.publish import RetryPolicy
-from pipeline.regenerate import RUN_LOCK, LockHeld, exclusive_lock, regenerate_release
+from pipeline.hub.publish import RetryPolicy
+from pipeline.hub.regenerate import RUN_LOCK, LockHeld, exclusive_lock, regenerate_release
 
 CONFIGS = ["contrast-1", "contrast-3", "gaussian_noise-1", "gaussian_noise-3"]
 
@@ -127,15 +127,15 @@ def test_a_second_run_cannot_overlap(tmp_path):
 
 
 def test_cli_regenerate_forwards_the_upload_options_to_publish(tmp_path, monkeypatch):
-    import pipeline.build
-    import pipeline.publish
-    from pipeline.build import BuildResult
+    import pipeline.core.build
+    import pipeline.hub.publish
     from pipeline.cli import main
+    from pipeline.core.build import BuildResult
 
     seen: dict = {}
-    monkeypatch.setattr(pipeline.build, "build_release", lambda release, out, **kw: BuildResult(
+    monkeypatch.setattr(pipeline.core.build, "build_release", lambda release, out, **kw: BuildResult(
         out=out, planned=0, built=0, skipped=0, removed=[], counts={"ok": 0}, seconds=0.0))
-    monkeypatch.setattr(pipeline.publish, "publish_release", lambda out, repo, **kw: seen.update(kw))
+    monkeypatch.setattr(pipeline.hub.publish, "publish_release", lambda out, repo, **kw: seen.update(kw))
     manifest = write_manifest(tmp_path / "tiny.yaml")
     args = ["regenerate", str(manifest), "--out", str(tmp_path / "release"), "--publish",
             "--allow-delete", "--transfer", "lfs", "--timeout", "7.5"]

@@ -10,10 +10,10 @@ import pytest
 import zarr
 from dask.distributed import LocalCluster
 
-from pipeline.build import build_release
-from pipeline.journal import read_journal
-from pipeline.manifest import parse_release
-from pipeline.verify import verify_release
+from pipeline.core.build import build_release
+from pipeline.core.journal import read_journal
+from pipeline.core.manifest import parse_release
+from pipeline.release.verify import verify_release
 from pipeline.writers.files import ReleaseStore
 from tests.conftest import TINY_RELEASE
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.report import acceptance, load_release, rejection_causes, save_rejected_thumbnails, write_report
+from pipeline.views.report import acceptance, load_release, rejection_causes, save_rejected_thumbnails, write_report
 from pipeline.writers.files import filesystem
 
 MANIFEST = {
@@ -36,7 +36,7 @@ def shard_keys(release):
 
 
 def test_filtered_build_keeps_rejects_out_of_shards_and_reports_them(tmp_path):
-    from pipeline.build import build_release
+    from pipeline.core.build import build_release
 
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(MANIFEST))
     release = tmp_path / "rel"
@@ -147,8 +147,8 @@ def test_counts_that_disagree_with_provenance_are_flagged(tmp_path):
 
 
 def test_report_of_a_release_without_rejections(tmp_path, tiny_release):
-    from pipeline.build import build_release
-    from pipeline.manifest import parse_release
+    from pipeline.core.build import build_release
+    from pipeline.core.manifest import parse_release
 
     tiny_release["output"] = {"samples_per_shard": 5}
     build_release(parse_release(tiny_release), tmp_path / "rel", workers=1)

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 import pytest
 from release_fixtures import write_manifest
 
-from pipeline.cli import UsageError
-from pipeline.regenerate import RUN_LOCK, LockHeld, exclusive_lock
-from pipeline.schedule import SCHEDULER_LOCK, next_run, run_schedule
+from pipeline.hub.regenerate import RUN_LOCK, LockHeld, exclusive_lock
+from pipeline.hub.schedule import SCHEDULER_LOCK, next_run, run_schedule
+from stages.base import UsageError
 
 
 class FakeClock:

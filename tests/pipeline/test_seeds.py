@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.seeding import derive_seed
+from pipeline.core.seeding import derive_seed
 from stages.corruptions import corrupt
 from tests.pipeline.release_fixtures import build_tiny_release
 

@@ -320,7 +320,7 @@ def test_build_from_a_folder_of_awkward_files(tmp_path, write_manifest):
     import webdataset as wds
     from dask.distributed import LocalCluster
 
-    from pipeline.build import build_release
+    from pipeline.core.build import build_release
 
     root = tmp_path / "photos"
     (root / "cat").mkdir(parents=True)

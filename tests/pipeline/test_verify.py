@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from pipeline.build import build_release
-from pipeline.manifest import parse_release
-from pipeline.verify import document_sha256, verify_release
-from pipeline.verify_zarr import check_zarr
+from pipeline.core.build import build_release
+from pipeline.core.manifest import parse_release
+from pipeline.release.verify import document_sha256, verify_release
+from pipeline.release.verify_zarr import check_zarr
 from pipeline.writers.files import ReleaseStore
 from pipeline.writers.zarr_store import ZarrLayout, ensure_store, write_region
 
@@ -250,7 +250,7 @@ def test_verify_never_aborts_at_exit(release):
 
 def test_no_thread_outlives_verify(release):
     script = ("import sys, threading\n"
-              "from pipeline.verify import stop_io_threads, verify_release\n"
+              "from pipeline.release.verify import stop_io_threads, verify_release\n"
               "assert verify_release(sys.argv[1]).ok\n"
               "stop_io_threads()\n"
               "print([t.name for t in threading.enumerate()])\n")

@@ -231,8 +231,8 @@ def test_targeted_attack_moves_predictions_to_the_target(models, test_set):
 def test_release_build_stores_budgeted_pngs_and_transfer_rates(models, tmp_path):
     import tarfile
 
-    from pipeline.build import build_release
-    from pipeline.manifest import parse_release
+    from pipeline.core.build import build_release
+    from pipeline.core.manifest import parse_release
 
     images, classes = shapes(6, seed=5)
     for i, (image, cls) in enumerate(zip(images, classes)):

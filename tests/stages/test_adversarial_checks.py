@@ -15,8 +15,8 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
-from pipeline.manifest import ManifestError, parse_release  # noqa: E402
-from pipeline.plan import plan_release  # noqa: E402
+from pipeline.core.manifest import ManifestError, parse_release  # noqa: E402
+from pipeline.core.plan import plan_release  # noqa: E402
 from tests.tiny_classifiers import LABELS, PREP, save_scripted, shapes, small_cnn  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -160,7 +160,7 @@ def test_zarr_store_holds_the_stored_pixels_exactly(workspace, tmp_path):
 
     import zarr
 
-    from pipeline.build import build_release
+    from pipeline.core.build import build_release
 
     release = manifest(workspace, spec(workspace / "net.pt"), source_crop=[30, 30], epsilons=[8])
     release["output"].update(formats=["webdataset", "zarr"], image_size=[30, 30])

@@ -117,8 +117,8 @@ def test_single_logit_reads_as_minus_x_plus_x_in_the_source_order():
 
 @pytest.fixture(scope="module")
 def raid_release(tmp_path_factory):
-    from pipeline.build import build_release
-    from pipeline.manifest import parse_release
+    from pipeline.core.build import build_release
+    from pipeline.core.manifest import parse_release
 
     root = tmp_path_factory.mktemp("raid")
     rng = np.random.default_rng(0)
@@ -181,7 +181,7 @@ def test_clean_config_pairs_every_adversarial_image_with_its_scored_original(rai
 
 
 def test_report_tables_the_adversarial_rates(raid_release):
-    from pipeline.report import adversarial_table
+    from pipeline.views.report import adversarial_table
 
     provenance = json.loads((raid_release / "out" / "provenance.json").read_text())
     header, rows = adversarial_table(provenance)
@@ -193,7 +193,7 @@ def test_report_tables_the_adversarial_rates(raid_release):
 
 
 def test_report_command_shows_the_adversarial_table(raid_release, tmp_path):
-    from pipeline.report import write_report
+    from pipeline.views.report import write_report
 
     report = write_report(raid_release / "out", tmp_path / "report.html", examples=2)
     markdown = report.markdown.read_text()
@@ -239,7 +239,7 @@ def test_summary_says_what_each_rate_counts():
 def test_shipped_raid_manifest_describes_raids_attack():
     from pathlib import Path
 
-    from pipeline.manifest import load_manifest
+    from pipeline.core.manifest import load_manifest
     from stages.adversarial import AdversarialStage
 
     release = load_manifest(Path(__file__).resolve().parents[2] / "manifests" / "raid.yaml")

@@ -363,7 +363,7 @@ def test_builds_a_release_through_the_engine(tmp_path, tiny_release, write_manif
     import json
     import tarfile
 
-    from pipeline.build import build_release
+    from pipeline.core.build import build_release
 
     tiny_release["source"]["count"] = 2
     tiny_release["shifts"] = [{"stage": "corruptions", "corruptions": ["motion_blur"], "severities": [3]}]

@@ -339,7 +339,7 @@ def test_spec_includes_calibrated_thresholds_and_rejects_unknown_names(tmp_path,
 
 
 def test_reference_filters_need_a_shift_that_emits_trajectories(models):
-    from pipeline.manifest import ManifestError, parse_release
+    from pipeline.core.manifest import ManifestError, parse_release
 
     source = {"kind": "samples", "images": ["astronaut"], "size": 32}
     release = {"name": "r", "version": "1", "source": source,

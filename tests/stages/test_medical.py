@@ -6,7 +6,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageEnhance
 
-from pipeline.manifest import ManifestError, parse_release
+from pipeline.core.manifest import ManifestError, parse_release
 from stages.base import Batch
 from stages.corruptions import ops as common_ops
 from stages.medical import CATALOGUES, MedicalParams, MedicalStage, corrupt, prepare

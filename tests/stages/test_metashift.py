@@ -532,7 +532,7 @@ def test_source_index_load_and_report(scene_graphs, image_folder):
 
 
 def test_source_bad_requests_are_manifest_errors(scene_graphs, image_folder, tmp_path):
-    from pipeline.manifest import ManifestError
+    from pipeline.core.manifest import ManifestError
     from pipeline.sources.scene_graph import split_report
 
     with pytest.raises(ManifestError, match="unknown context 'shelve' for class 'dog'; did you mean 'shelf'"):
@@ -660,7 +660,7 @@ def _manifest(scene_graphs: Path, images: Path) -> dict:
 
 
 def test_manifest_in_repo_validates():
-    from pipeline.manifest import load_manifest
+    from pipeline.core.manifest import load_manifest
 
     release = load_manifest(REPO / "manifests" / "metashift.yaml")
     assert release.source.kind == "scene_graph" and release.source.split.classes == ["cat", "dog"]
@@ -673,8 +673,8 @@ def test_build_release_end_to_end(scene_graphs, tmp_path):
 
     import pyarrow.parquet as pq
 
-    from pipeline.build import build_release
-    from pipeline.manifest import parse_release
+    from pipeline.core.build import build_release
+    from pipeline.core.manifest import parse_release
 
     images = tmp_path / "images"
     images.mkdir()

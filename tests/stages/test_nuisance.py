@@ -261,8 +261,8 @@ def test_build_release_end_to_end(slider, tmp_path):
     import pyarrow.parquet as pq
     import webdataset as wds
 
-    from pipeline.build import build_release
-    from pipeline.manifest import parse_release
+    from pipeline.core.build import build_release
+    from pipeline.core.manifest import parse_release
 
     release = parse_release(
         {
@@ -306,7 +306,7 @@ def test_build_release_end_to_end(slider, tmp_path):
     # preview: rows are the trajectories, columns the scales of the shift
     from PIL import Image
 
-    from pipeline.preview import contact_sheet
+    from pipeline.views.preview import contact_sheet
 
     sheet = np.asarray(Image.open(contact_sheet(tmp_path, tmp_path / "p.png", rows=6, tile=32)))
     assert sheet.shape == (46 + 2 * 36, 150 + 3 * 36, 3)
@@ -370,8 +370,8 @@ def test_cuda_is_checked_on_the_workers_not_the_driver():
 @pytest.mark.slow
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_stage_without_a_cuda_worker_is_bad_input_before_any_work(slider, tmp_path):
-    from pipeline.build import build_release
-    from pipeline.manifest import ManifestError, parse_release
+    from pipeline.core.build import build_release
+    from pipeline.core.manifest import ManifestError, parse_release
 
     release = parse_release({
         "name": "cns-cuda", "version": "0.0.1",
@@ -385,8 +385,8 @@ def test_cuda_stage_without_a_cuda_worker_is_bad_input_before_any_work(slider, t
 
 
 def test_slider_class_missing_from_the_source_is_bad_input_at_planning(slider):
-    from pipeline.manifest import ManifestError, parse_release
-    from pipeline.plan import plan_release
+    from pipeline.core.manifest import ManifestError, parse_release
+    from pipeline.core.plan import plan_release
 
     def release(classes):
         return parse_release({

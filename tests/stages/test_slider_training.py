@@ -151,7 +151,7 @@ SLIDER_ID = "nuisance/slider/heavy_snow/goldfish"
 
 
 def slider_release(path: Path, steps: int):
-    from pipeline.manifest import parse_release
+    from pipeline.core.manifest import parse_release
 
     return parse_release(
         {
@@ -195,7 +195,7 @@ def test_build_trains_the_slider_once_and_retrains_when_settings_change(tmp_path
 
     import pyarrow.parquet as pq
 
-    from pipeline.build import build_release
+    from pipeline.core.build import build_release
 
     slider = tmp_path / "sliders" / "goldfish-snow.safetensors"
     out = tmp_path / "release"
@@ -263,8 +263,8 @@ def test_failed_preparation_names_itself_and_bad_model_is_bad_input(tmp_path, sc
 
     from dask.distributed import Client
 
-    from pipeline.manifest import ManifestError
-    from pipeline.preparations import PreparationError, release_preparations, run_preparations
+    from pipeline.core.manifest import ManifestError
+    from pipeline.core.preparations import PreparationError, release_preparations, run_preparations
     from stages.base import Preparation
 
     broken = Preparation(

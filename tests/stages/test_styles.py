@@ -171,9 +171,9 @@ def test_build_writes_coco_annotations_per_domain(coco, tmp_path):
 
     import webdataset as wds
 
-    from pipeline.build import build_release
-    from pipeline.manifest import parse_release
-    from pipeline.publish import collect_release_files
+    from pipeline.core.build import build_release
+    from pipeline.core.manifest import parse_release
+    from pipeline.hub.publish import collect_release_files
 
     def release(domains):
         return parse_release(

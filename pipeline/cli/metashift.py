@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.cli import UsageError
+from stages.base import UsageError
 
 _EPILOG = (
     "Metadata: a GQA / Visual Genome *_sceneGraphs.json (streamed), or a .csv/.parquet table with "
@@ -256,7 +256,7 @@ def _sweep_graph(catalog: Any, args: argparse.Namespace) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.manifest import load_manifest
+    from pipeline.core.manifest import load_manifest
     from pipeline.sources.scene_graph import split_report
 
     release = load_manifest(args.manifest)

@@ -6,7 +6,7 @@ rebuilds the rest (new source items, changed parameters, a new stage or model
 version), deletes orphaned shards and rewrites provenance (bumping its
 `revision` when the set of shards changed), the card and croissant.json. This
 module adds what a scheduled job needs around it: one writer at a time (the
-release lock of `pipeline.lock`, shared with build and publish), a one-line
+release lock of `pipeline.core.lock`, shared with build and publish), a one-line
 account of what changed, and publishing only changed files.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.lock import RUN_LOCK, LockHeld, exclusive_lock, release_lock
+from pipeline.core.lock import RUN_LOCK, LockHeld, exclusive_lock, release_lock
 
 __all__ = ["RUN_LOCK", "LockHeld", "exclusive_lock", "RegenerateResult", "regenerate_release"]
 
@@ -33,7 +33,7 @@ class RegenerateResult:
     removed: list[str]
     counts: dict[str, int]
     seconds: float
-    published: Any = None            # pipeline.publish.PublishResult when --publish
+    published: Any = None            # pipeline.hub.publish.PublishResult when --publish
 
     @property
     def changed(self) -> bool:
@@ -78,9 +78,9 @@ def regenerate_release(manifest: str | Path | Any, out: str | Path, *, workers: 
     Raises LockHeld when another run holds the lock, ManifestError for a bad
     manifest (before anything is touched), and publish errors unchanged.
     """
-    from pipeline.build import build_release, check_out
-    from pipeline.engine import check_cluster_args
-    from pipeline.manifest import load_manifest
+    from pipeline.core.build import build_release, check_out
+    from pipeline.core.engine import check_cluster_args
+    from pipeline.core.manifest import load_manifest
 
     release = load_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
     check_cluster_args(workers, scheduler)
@@ -93,7 +93,7 @@ def regenerate_release(manifest: str | Path | Any, out: str | Path, *, workers: 
                                   built=build.built, skipped=build.skipped, removed=list(build.removed),
                                   counts=build.counts, seconds=build.seconds)
         if publish:
-            from pipeline.publish import publish_release
+            from pipeline.hub.publish import publish_release
 
             result.published = publish_release(out, repo_id, private=private, api=api, retry=retry,
                                                **(publish_options or {}))

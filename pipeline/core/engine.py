@@ -19,8 +19,8 @@ from typing import Any
 import dask.config
 from dask.distributed import Client, LocalCluster, as_completed
 
-from pipeline.cli import UsageError
-from pipeline.records import ShardRecord, WorkUnit
+from pipeline.core.records import ShardRecord, WorkUnit
+from stages.base import UsageError
 
 log = logging.getLogger(__name__)
 

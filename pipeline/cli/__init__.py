@@ -1,7 +1,7 @@
 """`shiftforge` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 
-Commands live next to what they drive; each module named in COMMAND_MODULES
-has `add_commands(subparsers)` which registers its sub-commands with
+All command-line glue lives in this package, one module per group of commands;
+each module named in COMMAND_MODULES has `add_commands(subparsers)` which registers its sub-commands with
 `set_defaults(func=...)`; `func(args) -> int` returns the exit code.
 """
 
@@ -11,17 +11,16 @@ import argparse
 import importlib
 import sys
 
-from stages.base import UsageError  # the command modules raise it as pipeline.cli.UsageError
+from stages.base import UsageError
 
 COMMAND_MODULES = [
-    "pipeline.commands",      # build, plan, verify, preview, schema
-    "pipeline.export",        # export (medmnist-c)
-    "pipeline.metashift_cli",  # metashift subsets | sweep | report
-    "pipeline.filters_cli",   # calibrate, report (filters)
-    "pipeline.hub_cli",       # publish, regenerate, schedule
-    "stages.generative.cli",  # train-slider
-    "pipeline.evaluate.cli",  # evaluate
-    "stages.generative.convert",  # convert-slider
+    "pipeline.cli.commands",   # build, plan, verify, preview, schema
+    "pipeline.cli.export",     # export (medmnist-c)
+    "pipeline.cli.metashift",  # metashift subsets | sweep | report
+    "pipeline.cli.filters",    # calibrate, report (filters)
+    "pipeline.cli.hub",        # publish, regenerate, schedule
+    "pipeline.cli.sliders",    # train-slider, convert-slider
+    "pipeline.cli.evaluate",   # evaluate
 ]
 
 
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from pipeline.manifest import ManifestError
+    from pipeline.core.manifest import ManifestError
     from stages.registry import ExtensionError
     try:
         return int(args.func(args) or 0)

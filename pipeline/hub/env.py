@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipeline.publish_retry import PublishError, ReleaseRefused
+from pipeline.hub.retry import PublishError, ReleaseRefused
 
 TRANSFERS = ("auto", "xet", "lfs")
 DEFAULT_TIMEOUT_S = 300.0           # per connect/read/write of one HTTP operation, not per upload
@@ -19,8 +19,8 @@ TIMEOUT_ENV = "SHIFTFORGE_HUB_TIMEOUT"
 def release_lock(release_dir: str | Path) -> Iterator[None]:
     """Hold the release's writer lock, so no shard is rewritten while it is being uploaded.
     Inside `regenerate --publish` the lock is already held by this thread and is re-entered."""
-    from pipeline.lock import LockHeld
-    from pipeline.lock import release_lock as writer_lock
+    from pipeline.core.lock import LockHeld
+    from pipeline.core.lock import release_lock as writer_lock
 
     if not Path(release_dir).is_dir():
         yield

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.publish_checks import LocalFile, collect_release_files, file_sha256
-from pipeline.publish_retry import (  # noqa: F401 - PublishError & co. are part of this module's API
+from pipeline.hub.checks import LocalFile, collect_release_files, file_sha256
+from pipeline.hub.retry import (  # noqa: F401 - PublishError & co. are part of this module's API
     PublishError,
     ReleaseRefused,
     RemoteChanged,
@@ -126,7 +126,7 @@ def plan_publish(api: Any, repo_id: str, provenance: dict[str, Any], files: list
 
 def _same_release(api: Any, repo_id: str, head: str, provenance: dict[str, Any]) -> bool:
     """Deleting is safe only in a repo whose shiftforge provenance.json names this same release."""
-    from pipeline.publish_checks import remote_release_name
+    from pipeline.hub.checks import remote_release_name
 
     return remote_release_name(api, repo_id, head) == provenance["release"]["name"]
 
@@ -236,7 +236,7 @@ def publish_release(release_dir: str | Path, repo_id: str | None = None, *, api:
     """
     from huggingface_hub import HfApi, get_token
 
-    from pipeline.publish_env import release_lock, transfer_path
+    from pipeline.hub.env import release_lock, transfer_path
 
     opts = PublishOptions(**options)
     api = api or HfApi()
@@ -254,7 +254,7 @@ def publish_release(release_dir: str | Path, repo_id: str | None = None, *, api:
 def _denied_means(repo_id: str) -> Iterator[None]:
     """An HTTP 401/403 from any write (create, preupload, LFS batch, Xet token, commit, tag) is the
     token's permissions, not a transient failure: say so in one line."""
-    from pipeline.publish_retry import DENIED_STATUS, http_status, storage_refused
+    from pipeline.hub.retry import DENIED_STATUS, http_status, storage_refused
 
     try:
         yield
@@ -269,8 +269,8 @@ def _denied_means(repo_id: str) -> Iterator[None]:
 
 def _publish(api: Any, token: str | None, root: Path, repo_id: str | None, opts: PublishOptions,
              retry: RetryPolicy, transfer: str) -> PublishResult:
-    from pipeline import publish_checks as checks
-    from pipeline.publish_env import hub_timeout, use_finite_timeouts
+    from pipeline.hub import checks
+    from pipeline.hub.env import hub_timeout, use_finite_timeouts
 
     use_finite_timeouts(hub_timeout(opts.timeout))
     provenance, files = collect_release_files(root)
@@ -309,7 +309,7 @@ def _repo_id(repo_id: str | None, provenance: dict[str, Any]) -> str:
 
 
 def _check_limits(plan: PublishPlan, files: list[LocalFile]) -> None:
-    from pipeline.publish_checks import limit_problems, refuse
+    from pipeline.hub.checks import limit_problems, refuse
 
     final = {p: s for p, s in plan.remote_sizes.items() if p not in plan.deletions}
     final.update({f.path: f.size for f in files})
@@ -320,7 +320,7 @@ def _check_limits(plan: PublishPlan, files: list[LocalFile]) -> None:
 
 
 def _validate_card_on_hub(api: Any, readme: Path, retry: RetryPolicy) -> None:
-    from pipeline.publish_checks import validate_card_on_hub
+    from pipeline.hub.checks import validate_card_on_hub
 
     try:
         retry.run(lambda: validate_card_on_hub(api, readme), what="validate the dataset card")
@@ -374,7 +374,7 @@ def _create_tag(api: Any, repo_id: str, tag: str, head: str, retry: RetryPolicy)
 
 def _one_line(exc: BaseException) -> str:
     """The first line of the error, with the HTTP status and the Hub's message from its causes."""
-    from pipeline.publish_retry import causes, http_status
+    from pipeline.hub.retry import causes, http_status
 
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(":")

@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
-from pipeline.records import ShardRecord
+from pipeline.core.records import ShardRecord
 from pipeline.writers.files import ReleaseStore
 
 JOURNAL_NAME = "journal.jsonl"
+
+
+def shard_is_done(record: ShardRecord | None, unit: Any, out: str | os.PathLike | ReleaseStore) -> bool:
+    """Done = same fingerprint in the journal (`unit` is a WorkUnit or a packed shard) and the
+    files still match it."""
+    if record is None or record.fingerprint != unit.fingerprint:
+        return False
+    if record.path is not None:
+        store = _store(out)
+        if not store.exists(record.path) or store.size(record.path) != record.bytes:
+            return False
+        if store.sha256(record.path) != record.sha256:
+            return False
+    return True
 
 
 def _store(out: str | os.PathLike | ReleaseStore) -> ReleaseStore:

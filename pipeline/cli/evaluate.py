@@ -33,10 +33,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.cli import UsageError
     from pipeline.evaluate import EvalOptions, ReleaseError, evaluate_release, load_baseline, parse_model
     from pipeline.evaluate.shards import read_provenance
     from stages.adversarial.models import ModelLoadError
+    from stages.base import UsageError
 
     if args.batch_size < 1 or args.topk < 1:
         raise UsageError("--batch-size and --topk must be at least 1")
@@ -63,7 +63,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ReleaseError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     except Exception as exc:  # noqa: BLE001 - one line for the user, details in the log
-        from pipeline.task import format_traceback
+        from pipeline.core.task import format_traceback
 
         log = Path(args.out or args.release) / ".evaluate" / "error.log"
         log.parent.mkdir(parents=True, exist_ok=True)

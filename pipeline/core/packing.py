@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.manifest import canonical_json
-from pipeline.records import ShardRecord
+from pipeline.core.journal import shard_is_done
+from pipeline.core.manifest import canonical_json
+from pipeline.core.records import ShardRecord
 from pipeline.writers.files import ReleaseStore, atomic_write, filesystem
 from pipeline.writers.zarr_store import ZarrLayout
 from stages.filters.release import release_rejections
@@ -155,8 +156,6 @@ def pack_release(store: ReleaseStore, release: Any, records: list[ShardRecord], 
                  per_shard: dict[str, int],
                  run_packs: Callable[[list[Pack], Callable[[ShardRecord], None]], None]) -> Packed:
     """Decide, pack what changed (`run_packs(todo, on_done)` runs `pack_shard` on Dask), drop orphans."""
-    from pipeline.build import shard_is_done  # here: pipeline.build imports this module
-
     decided = apply_release_rules(records, release.filters)
     packs = plan_packs(decided, per_shard)
     journal = read_pack_journal(store)

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.manifest import ManifestError, canonical_json
-from pipeline.records import WorkUnit
+from pipeline.core.manifest import ManifestError, canonical_json
+from pipeline.core.records import WorkUnit
 from pipeline.sources import Source, SourceError, SourceItem, open_source
 from stages import Stage, get_stage
 from stages.base import Variant

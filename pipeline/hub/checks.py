@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.publish_retry import ReleaseRefused
+from pipeline.hub.retry import ReleaseRefused
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def collect_release_files(release_dir: str | Path) -> tuple[dict[str, Any], list
 def _verify(root: Path) -> tuple[list[str], dict[str, str]]:
     """What `shiftforge verify` finds wrong (shard hashes, sample counts, counts adding up), and
     the sha256 it computed for each shard."""
-    from pipeline.verify import verify_release
+    from pipeline.release.verify import verify_release
 
     try:
         report = verify_release(root)
@@ -256,7 +256,7 @@ def remote_release_name(api: Any, repo_id: str, revision: str) -> str | None:
         provenance = json.loads(response.content)
     except ValueError:
         return None
-    from pipeline.provenance import SCHEMA_ID
+    from pipeline.release.provenance import SCHEMA_ID
 
     if not isinstance(provenance, dict) or \
             not str(provenance.get("schema", "")).startswith(SCHEMA_ID.rsplit("/", 1)[0] + "/"):

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import __version__
-from pipeline.manifest import canonical_json, manifest_sha256
-from pipeline.preparations import preparation_records
-from pipeline.records import ShardRecord
-from pipeline.task import filters_fingerprint
-from pipeline.verify import document_sha256
+from pipeline.core.manifest import canonical_json, manifest_sha256
+from pipeline.core.preparations import preparation_records
+from pipeline.core.records import ShardRecord
+from pipeline.core.task import filters_fingerprint
+from pipeline.release.verify import document_sha256
 from pipeline.writers.files import ReleaseStore
 
 SCHEMA_ID = "shiftforge/provenance/1"
@@ -209,14 +209,9 @@ def write_release_metadata(out: str | Path, release: Any, plan: Any, records: li
 
 
 def _write_cards(out: str | Path) -> None:
-    """Dataset card and Croissant metadata, when those modules are present."""
-    for module_name, func_name in (("pipeline.card", "write_dataset_card"), ("pipeline.croissant", "write_croissant")):
-        try:
-            module = __import__(module_name, fromlist=[func_name])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        func = getattr(module, func_name, None)
-        if func is not None:
-            func(out)
+    """Dataset card (README.md) and Croissant metadata, derived from provenance.json."""
+    from pipeline.release.card import write_dataset_card
+    from pipeline.release.croissant import write_croissant
+
+    write_dataset_card(out)
+    write_croissant(out)

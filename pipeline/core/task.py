@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.manifest import manifest_sha256
-from pipeline.records import ShardRecord, WorkUnit
-from pipeline.seeding import derive_seed
+from pipeline.core.manifest import manifest_sha256
+from pipeline.core.records import ShardRecord, WorkUnit
+from pipeline.core.seeding import derive_seed
 from pipeline.sources import Source, SourceItem, open_source
 from pipeline.writers.files import filesystem
 from pipeline.writers.thumbnails import save_rejected_thumbnails
@@ -68,18 +68,18 @@ def filters_fingerprint(release: Any) -> Any:
     try:
         return chain.fingerprint()
     except (ValueError, FileNotFoundError) as exc:  # a missing or wrong filter model is bad input
-        from pipeline.manifest import ManifestError
+        from pipeline.core.manifest import ManifestError
 
         raise ManifestError(f"filters: {exc}") from None
 
 
 def unit_tar(release: Any, shard_id: str) -> str | None:
     """Where a unit's tar goes: the final shard, or with filters a staging tar that the
-    second pass (`pipeline.packing`) packs into evenly filled shards."""
+    second pass (`pipeline.core.packing`) packs into evenly filled shards."""
     if "webdataset" not in release.output.formats:
         return None
     if getattr(release, "filters", None):
-        from pipeline.packing import staging_tar
+        from pipeline.core.packing import staging_tar
 
         return staging_tar(shard_id)
     return f"data/{shard_id}.tar"

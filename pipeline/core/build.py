@@ -5,7 +5,7 @@
 3. index the source and plan one WorkUnit per shard
 4. skip units whose fingerprint and file sha256 already stand in the journal
 5. run the rest on Dask; append each finished shard to the journal
-6. with filters, the second pass (`pipeline.packing`): release-wide rules, then
+6. with filters, the second pass (`pipeline.core.packing`): release-wide rules, then
    the staged samples packed into evenly filled shards
 7. drop orphaned shards; write samples.parquet, provenance.json and the card
 """
@@ -22,16 +22,16 @@ from typing import Any
 
 from dask.distributed import Client
 
-from pipeline.engine import check_cluster_args, check_workers_see, dask_client, run_units
-from pipeline.journal import JournalWriter, read_journal
-from pipeline.lock import RUN_LOCK, release_lock
-from pipeline.manifest import ManifestError, load_manifest
-from pipeline.packing import STAGING, Packed, pack_release, pack_shard, staging_tar
-from pipeline.plan import Plan, plan_release
-from pipeline.preparations import release_preparations, run_preparations
-from pipeline.provenance import write_release_metadata
-from pipeline.records import ShardRecord, WorkUnit
-from pipeline.task import TaskContext, filters_fingerprint, run_unit
+from pipeline.core.engine import check_cluster_args, check_workers_see, dask_client, run_units
+from pipeline.core.journal import JournalWriter, read_journal, shard_is_done
+from pipeline.core.lock import RUN_LOCK, release_lock
+from pipeline.core.manifest import ManifestError, load_manifest
+from pipeline.core.packing import STAGING, Packed, pack_release, pack_shard, staging_tar
+from pipeline.core.plan import Plan, plan_release
+from pipeline.core.preparations import release_preparations, run_preparations
+from pipeline.core.records import ShardRecord, WorkUnit
+from pipeline.core.task import TaskContext, filters_fingerprint, run_unit
+from pipeline.release.provenance import write_release_metadata
 from pipeline.writers.files import ReleaseStore, remove_temporaries
 from pipeline.writers.zarr_store import ZarrLayout, ensure_store
 from stages.base import UsageError
@@ -53,19 +53,6 @@ class BuildResult:
     @property
     def changed(self) -> bool:
         return bool(self.built or self.removed or self.packed)
-
-
-def shard_is_done(record: ShardRecord | None, unit: WorkUnit, out: str | Path | ReleaseStore) -> bool:
-    """Done = same fingerprint in the journal and the files still match it."""
-    if record is None or record.fingerprint != unit.fingerprint:
-        return False
-    if record.path is not None:
-        store = out if isinstance(out, ReleaseStore) else ReleaseStore(out)
-        if not store.exists(record.path) or store.size(record.path) != record.bytes:
-            return False
-        if store.sha256(record.path) != record.sha256:
-            return False
-    return True
 
 
 def zarr_layouts(release: Any, plan: Plan, store: ReleaseStore) -> dict[str, ZarrLayout]:
@@ -154,7 +141,7 @@ def check_cuda_stages(release: Any, client_for: Callable[[], Client]) -> None:
     fields = [f"shifts.{i}.device" for i, spec in enumerate(release.shifts) if getattr(spec, "device", None) == "cuda"]
     if not fields:
         return
-    from pipeline.manifest import ManifestError
+    from pipeline.core.manifest import ManifestError
     from stages.generative.spec import check_cuda_workers, cuda_visible
 
     try:
@@ -218,7 +205,7 @@ VIRTUAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 def check_out(out: str | Path) -> None:
     """A local --out must be a folder (or not exist yet) on a writable filesystem (exit 2 otherwise)."""
-    from pipeline.cli import UsageError
+    from stages.base import UsageError
 
     store = ReleaseStore(out)
     if not store.local:
@@ -291,7 +278,7 @@ def _shown(out: str | Path, store: ReleaseStore) -> Path | str:
 
 def _run(plan: Plan, todo: list[WorkUnit], ctx: TaskContext, journal: dict[str, ShardRecord],
          writer: JournalWriter, client_for: Callable[[], Client], progress: bool) -> None:
-    from pipeline.progress import BuildProgress
+    from pipeline.core.progress import BuildProgress
 
     n_samples = sum((u.stop - u.start) * plan.outputs_per_input(u.variant.config) for u in todo)
     client = client_for()

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pipeline.manifest import ManifestError
-from pipeline.plan import build_stages
+from pipeline.core.manifest import ManifestError
+from pipeline.core.plan import build_stages
 from stages.base import Preparation
 
 if TYPE_CHECKING:  # provenance imports this module; Dask loads only when something runs
@@ -57,7 +57,7 @@ def run_preparations(client_for: Callable[[], Client], preparations: list[Prepar
         return []
     from dask.distributed import as_completed
 
-    from pipeline.engine import cluster_resources
+    from pipeline.core.engine import cluster_resources
 
     client = client_for()
     offered = cluster_resources(client)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.cli import UsageError
+from stages.base import UsageError
 
 CNS_SCORES = "clip_class,clip_class_shift,clip_ref,dino_ref"
 
@@ -43,7 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from pipeline.calibrate import CalibrationError, format_metrics, run_calibration
+    from pipeline.views.calibrate import CalibrationError, format_metrics, run_calibration
 
     names = [n.strip() for n in args.filters.split(",") if n.strip()]
     if not names:
@@ -63,7 +63,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.report import write_report
+    from pipeline.views.report import write_report
 
     if not (Path(args.release) / "samples.parquet").exists():
         raise UsageError(f"{args.release} is not a built release (no samples.parquet)")

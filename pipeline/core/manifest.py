@@ -18,17 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from pipeline.sources import available_sources, get_source, source_spec_model
 from stages import available_stages, get_stage, stage_params_model
-from stages.base import MANIFEST_DIR
+from stages.base import MANIFEST_DIR, ManifestError
 from stages.registry import ExtensionError, is_reference
 
-ROOT_MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+ROOT_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 MAX_SIDE = 8192           # pixels per side of output.image_size
 Side = Annotated[int, Field(ge=8, le=MAX_SIDE)]
-
-
-class ManifestError(Exception):
-    """A manifest that cannot be used; the message lists every problem with its field path."""
 
 
 class OutputSpec(BaseModel):
@@ -171,9 +167,9 @@ def cross_section_problems(release: BaseModel) -> list[str]:
 
 
 def load_manifest(path: str | Path) -> BaseModel:
-    """Read, parse and validate within the bounds of `pipeline.bounded_yaml` (size, encoding,
+    """Read, parse and validate within the bounds of `pipeline.core.bounded_yaml` (size, encoding,
     nesting, alias expansion, duplicate keys); every failure is a one-line ManifestError."""
-    from pipeline.bounded_yaml import BoundExceeded, load_bounded_yaml, read_manifest_text
+    from pipeline.core.bounded_yaml import BoundExceeded, load_bounded_yaml, read_manifest_text
 
     path = Path(path)
     try:

@@ -52,7 +52,7 @@ class VerifyReport:
 
 def document_sha256(doc: dict[str, Any]) -> str:
     """sha256 of provenance.json's content without its own `document_sha256` field."""
-    from pipeline.manifest import canonical_json
+    from pipeline.core.manifest import canonical_json
 
     body = {k: v for k, v in doc.items() if k != "document_sha256"}
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
@@ -73,7 +73,7 @@ def verify_release(out: str | Path) -> VerifyReport:
         if shard.get("path"):
             _check_shard(store, shard, None if ok_keys is None else ok_keys.get(shard["path"], set()), report)
     _check_data_folder(store, prov, report)
-    from pipeline.verify_zarr import check_zarr
+    from pipeline.release.verify_zarr import check_zarr
 
     check_zarr(store, prov, rows, report)
     if rows is not None:
@@ -84,7 +84,7 @@ def verify_release(out: str | Path) -> VerifyReport:
 def _read_provenance(store: ReleaseStore, report: VerifyReport) -> dict | None:
     from pydantic import ValidationError
 
-    from pipeline.provenance_schema import validate_provenance
+    from pipeline.release.provenance_schema import validate_provenance
 
     name = store.url("provenance.json")
     if not store.exists("provenance.json"):
@@ -105,7 +105,7 @@ def _read_provenance(store: ReleaseStore, report: VerifyReport) -> dict | None:
 
 
 def _check_document(prov: dict, report: VerifyReport) -> None:
-    from pipeline.manifest import canonical_json
+    from pipeline.core.manifest import canonical_json
 
     recorded = prov.get("document_sha256")
     if recorded is None:

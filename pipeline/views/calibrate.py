@@ -65,8 +65,8 @@ def release_scores(table: pd.DataFrame, release: str | Path, names: list[str]) -
 
 def image_scores(table: pd.DataFrame, manifest: str | Path, names: list[str]) -> dict[str, np.ndarray]:
     """Scores of the labelled image files, computed by the manifest's filters."""
-    from pipeline.imagefile import decode_image
-    from pipeline.manifest import ManifestError, load_manifest
+    from pipeline.core.manifest import ManifestError, load_manifest
+    from pipeline.sources.imagefile import decode_image
     from stages.base import Batch
     from stages.filters import FilterChain
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.cli import UsageError
-from pipeline.manifest import ROOT_MANIFESTS
+from pipeline.core.manifest import ROOT_MANIFESTS
+from stages.base import UsageError
 
 DEMO_MANIFEST = ROOT_MANIFESTS / "demo.yaml"
 console = Console(stderr=True)
@@ -64,12 +64,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from pipeline.manifest import ManifestError, load_manifest
+    from pipeline.core.manifest import ManifestError, load_manifest
 
     release = load_manifest(args.manifest)  # validation errors exit 2 before anything is written (or imported)
-    from pipeline.build import build_release, check_out
-    from pipeline.engine import ClusterError, check_cluster_args
-    from pipeline.lock import LockHeld
+    from pipeline.core.build import build_release, check_out
+    from pipeline.core.engine import ClusterError, check_cluster_args
+    from pipeline.core.lock import LockHeld
 
     check_cluster_args(args.workers, args.scheduler)
     check_out(args.out)
@@ -102,8 +102,8 @@ BUILD_ERROR_LOG = "build-error.log"
 
 def build_failed(out: str, exc: BaseException) -> int:
     """One line on the console; the traceback goes to <out>/build-error.log when that can be written."""
-    from pipeline.build import absolute_out
-    from pipeline.task import format_traceback
+    from pipeline.core.build import absolute_out
+    from pipeline.core.task import format_traceback
     from pipeline.writers.files import ReleaseStore
 
     first = str(exc).splitlines()[0][:300] if str(exc) else ""
@@ -129,12 +129,11 @@ def remove_stale_error_log(out: str | Path) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from pipeline.manifest import load_manifest
+    from pipeline.core.manifest import load_manifest
 
     release = load_manifest(args.manifest)   # a bad manifest fails before Dask is imported
-    from pipeline.build import shard_is_done
-    from pipeline.journal import read_journal
-    from pipeline.plan import plan_release
+    from pipeline.core.journal import read_journal, shard_is_done
+    from pipeline.core.plan import plan_release
 
     plan = plan_release(release)
     journal = read_journal(args.out) if args.out else {}
@@ -149,7 +148,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from pipeline.verify import stop_io_threads, verify_release
+    from pipeline.release.verify import stop_io_threads, verify_release
     from pipeline.writers.files import ReleaseStore
 
     if not ReleaseStore(args.release).isdir(""):
@@ -166,7 +165,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from pipeline.preview import contact_sheet
+    from pipeline.views.preview import contact_sheet
 
     if not (Path(args.release) / "provenance.json").exists():
         raise UsageError(f"{args.release} has no provenance.json; build it first")
@@ -180,8 +179,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from pipeline.manifest import export_schema
-    from pipeline.provenance_schema import export_provenance_schema
+    from pipeline.core.manifest import export_schema
+    from pipeline.release.provenance_schema import export_provenance_schema
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli import UsageError
+from stages.base import UsageError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -78,7 +78,7 @@ def _regenerate_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from pipeline.publish import PublishError, ReleaseRefused, publish_release
+    from pipeline.hub.publish import PublishError, ReleaseRefused, publish_release
 
     try:
         result = publish_release(args.release_dir, args.repo, private=args.private, dry_run=args.dry_run,
@@ -102,7 +102,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _run_once(args: argparse.Namespace):
-    from pipeline.regenerate import regenerate_release
+    from pipeline.hub.regenerate import regenerate_release
 
     return regenerate_release(args.manifest, args.out, workers=args.workers, scheduler=args.scheduler,
                               publish=args.publish, repo_id=args.repo, private=args.private,
@@ -110,8 +110,8 @@ def _run_once(args: argparse.Namespace):
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
-    from pipeline.publish import PublishError, ReleaseRefused
-    from pipeline.regenerate import LockHeld
+    from pipeline.hub.publish import PublishError, ReleaseRefused
+    from pipeline.hub.regenerate import LockHeld
 
     try:
         result = _run_once(args)
@@ -129,9 +129,9 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from pipeline.manifest import load_manifest
-    from pipeline.regenerate import LockHeld
-    from pipeline.schedule import check_cron, run_schedule
+    from pipeline.core.manifest import load_manifest
+    from pipeline.hub.regenerate import LockHeld
+    from pipeline.hub.schedule import check_cron, run_schedule
 
     check_cron(args.cron)
     load_manifest(args.manifest)  # a bad manifest fails now (exit 2), not at the first run

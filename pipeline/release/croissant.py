@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.card import BENCHMARKS
+from pipeline.release.card import BENCHMARKS
 from pipeline.writers.files import ReleaseStore
 
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
@@ -31,7 +31,7 @@ CONTEXT: dict[str, Any] = {
     "samplingRate": "cr:samplingRate", "sc": "https://schema.org/", "separator": "cr:separator",
     "source": "cr:source", "subField": "cr:subField", "transform": "cr:transform",
 }
-# samples.parquet columns (see pipeline.provenance.ROW_SCHEMA) and what they hold.
+# samples.parquet columns (see pipeline.release.provenance.ROW_SCHEMA) and what they hold.
 SAMPLE_FIELDS: list[tuple[str, str, str]] = [
     ("key", "sc:Text", "sample key (the WebDataset __key__)"),
     ("source_key", "sc:Text", "key of the clean source image"),

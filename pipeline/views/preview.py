@@ -83,7 +83,7 @@ def contact_sheet(out: str | Path, dest: str | Path, rows: int = 6, configs: str
 def _clean_images(prov: dict, wanted: set[str]) -> dict[str, np.ndarray]:
     """The unshifted source images, for a first column to compare against; empty if the
     source is no longer readable here (the sheet is still useful without it)."""
-    from pipeline.manifest import ManifestError, parse_release
+    from pipeline.core.manifest import ManifestError, parse_release
     from pipeline.sources import SourceError, open_source
 
     try:

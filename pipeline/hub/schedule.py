@@ -18,8 +18,8 @@ from typing import Any
 
 from croniter import croniter
 
-from pipeline.cli import UsageError
-from pipeline.regenerate import LockHeld, exclusive_lock
+from pipeline.hub.regenerate import LockHeld, exclusive_lock
+from stages.base import UsageError
 
 SCHEDULER_LOCK = ".schedule.lock"
 
