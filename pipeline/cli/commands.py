@@ -50,12 +50,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("release", help="release folder or fsspec URL, e.g. s3://bucket/release")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("preview", help="contact-sheet PNG: rows = source images, columns = shift configs")
+    p = sub.add_parser(
+        "preview", help="contact-sheet PNG: rows = shifts, columns = clean + each severity/scale",
+        description="Contact-sheet PNG of a built release. Layout 'shifts': one block per source image, "
+        "stacked vertically; rows are shifts (gaussian_noise, fog, a slider's shift), columns are the clean "
+        "source image then each severity, epsilon or slider scale; configs without a level (style domains, "
+        "splits) close the block, one row each; a grey cell says why a sample is absent (rejected, error, "
+        "missing). Layout 'grid': rows are source images, columns are configs (a slider config shows every "
+        "scale). 'auto' (default) draws the grid while it is at most 8 configs wide (each slider scale "
+        "counts), else shifts.")
     p.add_argument("release", help="release folder")
     p.add_argument("--out", default="preview.png", help="PNG to write (default: preview.png)")
-    p.add_argument("--rows", type=int, default=6, help="source images to show (default: 6)")
+    p.add_argument("--layout", choices=("auto", "shifts", "grid"), default="auto",
+                   help="shifts, grid or auto (default: auto)")
+    p.add_argument("--sources", "--rows", dest="sources", type=int, default=None, metavar="N",
+                   help="how many source images, the most complete first: one block each (shifts) or one "
+                   "row each (grid); default 1 for shifts, 6 for grid")
+    p.add_argument("--source", action="append", default=[], metavar="KEY",
+                   help="show this source image (its source key; repeat for several); overrides --sources")
     p.add_argument("--configs", default="*", help="glob over config names, e.g. 'fog-*' (default: all)")
-    p.add_argument("--max-columns", type=int, default=48, help="most configs to show (default: 48)")
+    p.add_argument("--max-columns", type=int, default=None,
+                   help="grid: most configs (default 48); shifts: most levels per row, spread evenly from "
+                   "the weakest to the strongest (default 8)")
+    p.add_argument("--tile", type=int, default=112, help="tile side in pixels, 16-512 (default: 112)")
     p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("schema", help="write the JSON Schemas of the release manifest and provenance")
@@ -169,9 +186,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     if not (Path(args.release) / "provenance.json").exists():
         raise UsageError(f"{args.release} has no provenance.json; build it first")
+    if not 16 <= args.tile <= 512:
+        raise UsageError(f"--tile must be 16-512 pixels, got {args.tile}")
     try:
-        path = contact_sheet(args.release, args.out, rows=args.rows, configs=args.configs,
-                             max_columns=args.max_columns)
+        path = contact_sheet(args.release, args.out, rows=args.sources, configs=args.configs,
+                             max_columns=args.max_columns, tile=args.tile, layout=args.layout,
+                             sources=args.source)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(f"wrote {path}")

@@ -315,6 +315,16 @@ def test_build_release_end_to_end(slider, tmp_path):
         for c, tag in enumerate(("s0p0", "s1p0", "s2p0")):
             tile = sheet[46 + r * 36 : 46 + r * 36 + 32, 150 + c * 36 : 150 + c * 36 + 32]
             assert np.array_equal(tile, by_key[f"000_goldfish-seed000{seed}-{tag}"])
+    # the shifts layout: one row for the shift, columns clean (a prompt has no source image) then the
+    # scales, for the first trajectory
+    from pipeline.views.preview_shifts import HEADER_H, LABEL_W, MISSING_FILL
+
+    sheet = np.asarray(Image.open(contact_sheet(tmp_path, tmp_path / "s.png", tile=32, layout="shifts")))
+    assert sheet.shape == (HEADER_H + 36, LABEL_W + 4 * 36, 3)
+    assert (sheet[HEADER_H : HEADER_H + 32, LABEL_W : LABEL_W + 32] == MISSING_FILL).all(axis=2).mean() > 0.5
+    for c, tag in enumerate(("s0p0", "s1p0", "s2p0"), start=1):
+        tile = sheet[HEADER_H : HEADER_H + 32, LABEL_W + c * 36 : LABEL_W + c * 36 + 32]
+        assert np.array_equal(tile, by_key[f"000_goldfish-seed0000-{tag}"])
 
 
 def test_every_model_file_is_fingerprinted(slider, tmp_path):
