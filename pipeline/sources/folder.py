@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from pipeline.sources.base import ContainedFiles, Loaded, Source, SourceError, SourceItem, SourceSpec, safe_key
-from pipeline.sources.imagefile import MAX_PIXELS, decode_image
+from pipeline.sources.imagefile import MAX_PIXELS, MaxPixels, Oversize, decode_image
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.base import ManifestPath
 
@@ -44,11 +44,8 @@ class FolderSpec(SourceSpec):
                                   description="file extensions to take, case-insensitive")
     recursive: bool = Field(default=True, description="descend into sub-folders; false takes only the "
                             "files directly in path (no classes)")
-    max_pixels: int = Field(default=MAX_PIXELS, ge=1, description="most pixels per image (default sized for "
-                            "24 GB workers); see oversize")
-    oversize: Literal["refuse", "downscale"] = Field(
-        default="refuse", description="an image over max_pixels: refuse it (an error row with the reason) or "
-        "downscale it to fit (area averaging; a note in its provenance; at most ~179 MP decoded)")
+    max_pixels: MaxPixels = MAX_PIXELS
+    oversize: Oversize = "refuse"
 
     @field_validator("extensions")
     @classmethod

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import Field
 
 from pipeline.sources.base import SourceError
 
@@ -40,6 +42,15 @@ MAX_PIXELS = 40_000_000
 # the full image is decoded once before it is reduced.
 DOWNSCALE_LIMIT = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 OVERSIZE_POLICIES = ("refuse", "downscale")
+
+
+# the decode settings of every source of encoded images: `max_pixels: MaxPixels = MAX_PIXELS`,
+# `oversize: Oversize = "refuse"`
+MaxPixels = Annotated[int, Field(ge=1, description="most pixels per image (default sized for 24 GB workers); "
+                                                   "see oversize")]
+Oversize = Annotated[Literal["refuse", "downscale"], Field(
+    description="an image over max_pixels: refuse it (an error row with the reason) or downscale it to fit "
+                "(area averaging; a note in its provenance; at most ~179 MP decoded)")]
 
 # Raster formats a dataset may hold. Leaving out the rest is deliberate: EPS would
 # run Ghostscript on untrusted input, and exotic formats only widen the attack surface.

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipeline.sources.base import ContainedFiles, Loaded, Source, SourceItem, SourceSpec, safe_key
-from pipeline.sources.imagefile import MAX_PIXELS, decode_image
+from pipeline.sources.imagefile import MAX_PIXELS, MaxPixels, Oversize, decode_image
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.base import ManifestPath
 from stages.metashift.splits import SplitRequest, SplitResult
@@ -59,7 +59,8 @@ class SceneGraphSpec(SourceSpec):
     )
     thresholds: Thresholds = Thresholds()
     split: SplitRequest
-    max_pixels: int = Field(default=MAX_PIXELS, ge=1, description="larger images are refused")
+    max_pixels: MaxPixels = MAX_PIXELS
+    oversize: Oversize = "refuse"
 
 
 class SceneGraphSource(Source):
@@ -81,7 +82,7 @@ class SceneGraphSource(Source):
 
     def load(self, item: SourceItem) -> Loaded:
         data = self.files.read(item.ref, item.sha256)
-        pixels, notes = decode_image(data, item.ref, self.spec.max_pixels)
+        pixels, notes = decode_image(data, item.ref, self.spec.max_pixels, self.spec.oversize)
         return Loaded(pixels, {**(item.meta or {}), "path": item.ref, "notes": notes})
 
     def describe(self) -> dict[str, Any]:

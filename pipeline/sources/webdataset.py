@@ -38,7 +38,7 @@ from pipeline.sources.base import (
     safe_key,
     sha256_bytes,
 )
-from pipeline.sources.imagefile import MAX_PIXELS, decode_image
+from pipeline.sources.imagefile import MAX_PIXELS, MaxPixels, Oversize, decode_image
 from pipeline.sources.unique_keys import UniqueKeys
 from stages.base import ManifestPath
 
@@ -52,8 +52,8 @@ class WebDatasetSpec(SourceSpec):
                     "are expanded")
     image_extensions: list[str] = Field(default=DEFAULT_IMAGE_EXTENSIONS, min_length=1,
                                         description="member extensions taken as the image, first match wins")
-    max_pixels: int = Field(default=MAX_PIXELS, ge=1, description="larger images are refused "
-                            "(decompression bomb guard)")
+    max_pixels: MaxPixels = MAX_PIXELS
+    oversize: Oversize = "refuse"
 
     @field_validator("urls")
     @classmethod
@@ -109,7 +109,7 @@ class WebDatasetSource(Source):
                               f"(looked for .{', .'.join(self.spec.image_extensions)})")
         data = _read_range(url, offset, size, member)
         check_unchanged(f"{member} in {url}", data, item.sha256)
-        pixels, notes = decode_image(data, f"{member} in {url}", self.spec.max_pixels)
+        pixels, notes = decode_image(data, f"{member} in {url}", self.spec.max_pixels, self.spec.oversize)
         return Loaded(pixels, {"url": url, "member": member, "notes": notes})
 
     def describe(self) -> dict[str, Any]:

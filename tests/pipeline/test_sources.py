@@ -196,6 +196,22 @@ def shards(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return tmp_path, pixels
 
 
+def test_webdataset_oversize_refuses_or_downscales(tmp_path):
+    """max_pixels and oversize work as on a folder source: refused with the reason, or
+    area-averaged to fit with a note."""
+    write_shard(tmp_path / "big.tar", [("s000.png", png_bytes(random_image(3, (40, 40, 3))))])
+    refuse = open_spec(kind="webdataset", urls=str(tmp_path / "big.tar"), max_pixels=1000)
+    item = next(iter(refuse.index()))
+    with pytest.raises(SourceError, match=r"40x40 = 1,600 pixels, over the limit of 1,000 .*oversize: downscale"):
+        refuse.load(item)
+    fit = open_spec(kind="webdataset", urls=str(tmp_path / "big.tar"), max_pixels=1000, oversize="downscale")
+    loaded = fit.load(next(iter(fit.index())))
+    assert loaded.image.shape == (31, 31, 3)          # 40 * sqrt(1000 / 1600) = 31.6
+    assert loaded.meta["notes"] == ["downscaled from 40x40 to 31x31 (area averaging) to fit max_pixels 1,000"]
+    with pytest.raises(Exception, match="oversize"):
+        open_spec(kind="webdataset", urls=str(tmp_path / "big.tar"), oversize="crop")
+
+
 def test_webdataset_index_keys_labels_hashes(shards):
     folder, pixels = shards
     source = open_spec(kind="webdataset", urls=str(folder / "train-{0..1}.tar"))

@@ -531,6 +531,22 @@ def test_source_index_load_and_report(scene_graphs, image_folder):
     assert source.describe()["split_report"] == report
 
 
+def test_source_oversize_downscales_like_a_folder(scene_graphs, image_folder):
+    from pipeline.sources import open_source
+    from pipeline.sources.base import SourceError
+    from pipeline.sources.scene_graph import SceneGraphSpec
+
+    def first_loaded(**decode):
+        source = open_source(SceneGraphSpec.model_validate({**_source_spec(scene_graphs, image_folder), **decode}))
+        return source.load(next(iter(source.index())))
+
+    with pytest.raises(SourceError, match=r"8x8 = 64 pixels, over the limit of 40"):
+        first_loaded(max_pixels=40)
+    loaded = first_loaded(max_pixels=40, oversize="downscale")
+    assert loaded.image.shape == (6, 6, 3)             # 8 * sqrt(40 / 64) = 6.3
+    assert loaded.meta["notes"] == ["downscaled from 8x8 to 6x6 (area averaging) to fit max_pixels 40"]
+
+
 def test_source_bad_requests_are_manifest_errors(scene_graphs, image_folder, tmp_path):
     from pipeline.core.manifest import ManifestError
     from pipeline.sources.scene_graph import split_report
