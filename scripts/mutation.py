@@ -38,12 +38,12 @@ RESULTS = ROOT / "scripts" / "results" / "mutation.json"
 # group -> (files to mutate, test selection, extra pytest args)
 GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "plan": (["pipeline/core/plan.py", "pipeline/core/seeding.py"],
-             ["tests/pipeline/test_fingerprints.py", "tests/pipeline/test_plan.py",
-              "tests/pipeline/test_seeds.py::test_derive_seed_is_the_documented_hash_and_depends_on_every_part"],
+             ["tests/pipeline/core/test_fingerprints.py", "tests/pipeline/core/test_plan.py",
+              "tests/pipeline/core/test_seeds.py::test_derive_seed_is_the_documented_hash_and_depends_on_every_part"],
              []),
-    "journal": (["pipeline/core/journal.py"], ["tests/pipeline/test_crash_paths.py"], ["-m", "not slow"]),
+    "journal": (["pipeline/core/journal.py"], ["tests/pipeline/core/test_crash_paths.py"], ["-m", "not slow"]),
     "writers": (["pipeline/writers/files.py", "pipeline/writers/webdataset.py", "pipeline/writers/zarr_store.py"],
-                ["tests/pipeline/test_crash_paths.py", "tests/pipeline/test_writers.py"], ["-m", "not slow"]),
+                ["tests/pipeline/core/test_crash_paths.py", "tests/pipeline/writers/test_writers.py"], ["-m", "not slow"]),
     # module-level tables are not mutated by mutmut: their values are pinned by the table tests
     # (tests/stages/test_*_tables.py); these groups mutate the code that applies them
     "corruption-catalogue": (["stages/corruptions/catalogue.py"],

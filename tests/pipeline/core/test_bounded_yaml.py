@@ -12,7 +12,7 @@ import yaml
 from pipeline.core.bounded_yaml import MAX_DEPTH, MAX_MANIFEST_BYTES, MAX_NODES, BoundExceeded, expanded_size
 from pipeline.core.manifest import ManifestError, load_manifest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def alias_bomb(levels: int = 9) -> str:

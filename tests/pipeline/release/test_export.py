@@ -19,7 +19,7 @@ from pipeline.release.export import ExportError, export_medmnist_c
 from pipeline.writers.files import filesystem
 from pipeline.writers.webdataset import encode_image, write_tar
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 N, SEVERITIES = 4, (1, 3, 5)
 
 

@@ -23,7 +23,7 @@ from pipeline.writers.files import atomic_open, remove_temporaries
 from pipeline.writers.webdataset import write_tar
 from tests.pipeline.release_fixtures import build_tiny_release, write_manifest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LOCAL = fsspec.filesystem("file")
 
 

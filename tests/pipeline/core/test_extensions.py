@@ -28,7 +28,7 @@ except ImportError as exc:   # fail, not skip: the extension tests must run wher
     raise ImportError("the test extension is not installed; run scripts/setup.sh "
                       "(pip install -e tests/extension_pkg)") from exc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REF = "shiftforge_tiny_ext.stage:InvertStage"
 
 

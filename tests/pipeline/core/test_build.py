@@ -21,7 +21,7 @@ from pipeline.release.provenance_schema import validate_provenance
 from pipeline.release.verify import verify_release
 from stages.corruptions import corrupt
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def shard_hashes(out: Path) -> dict[str, str]:

@@ -200,7 +200,7 @@ def test_cli_builds_the_demo_and_evaluates_a_transformers_classifier(tmp_path):
 
     model = tmp_path / "tiny-resnet"
     save_tiny_transformers_classifier(model)
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     build = [sys.executable, "-m", "pipeline", "build", str(root / "manifests" / "demo.yaml"),
              "--out", str(tmp_path / "release"), "--workers", "1", "--no-progress"]

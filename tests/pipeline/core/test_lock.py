@@ -18,7 +18,7 @@ from pipeline.core.lock import RUN_LOCK, LockHeld, exclusive_lock, release_lock
 from pipeline.core.manifest import parse_release
 from pipeline.writers.files import ReleaseStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def take_elsewhere(root, holder: str, **kwargs) -> LockHeld | None:

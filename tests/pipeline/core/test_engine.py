@@ -15,7 +15,7 @@ from pipeline.core.build import absolute_out, check_out
 from pipeline.core.engine import ClusterError, check_cluster_args, dask_client
 from stages.base import UsageError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 

@@ -21,7 +21,7 @@ from pipeline.release.verify_zarr import check_zarr
 from pipeline.writers.files import ReleaseStore
 from pipeline.writers.zarr_store import ZarrLayout, ensure_store, write_region
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 STORE = "zarr/contrast-1.zarr"
 
 
