@@ -71,3 +71,79 @@ def test_achieved_norms_exact_values():
     adv = np.array([[[3], [0]], [[4], [0]]], np.uint8)
     assert achieved_norms(clean, adv) == {"linf": 4 / 255, "linf_levels": 4, "l2": 5 / 255}
 
+
+
+def test_an_unperturbed_image_is_stored_unchanged():
+    clean = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+    for norm in ("linf", "l2"):
+        stored, achieved = quantise_within_budget(clean, clean / 255.0, norm, 4 / 255)
+        assert stored.dtype == np.uint8 and np.array_equal(stored, clean)
+        assert achieved == {"linf": 0.0, "linf_levels": 0, "l2": 0.0}
+
+
+def test_linf_whole_level_budget_is_kept_in_full():
+    clean = np.full((2, 2, 3), 100, np.uint8)
+    # ε = 8/255 is exactly 8 levels: a perturbation of 8 levels is within budget, 9 is clamped to 8
+    stored, achieved = quantise_within_budget(clean, (clean + 8.0) / 255.0, "linf", 8 / 255)
+    assert np.all(stored == 108) and achieved["linf_levels"] == 8
+    stored, _ = quantise_within_budget(clean, (clean - 9.0) / 255.0, "linf", 8 / 255)
+    assert np.all(stored == 92)
+
+
+def l2_case(changes, budget_squared):
+    clean = np.full((1, len(changes), 1), 100, np.uint8)
+    change = np.array(changes, dtype=float).reshape(1, -1, 1)
+    stored, achieved = quantise_within_budget(clean, (clean + change) / 255.0, "l2",
+                                              math.sqrt(budget_squared) / 255)
+    assert stored.dtype == np.uint8
+    assert achieved["l2"] <= math.sqrt(budget_squared) / 255 + 1e-12
+    return (stored.reshape(-1).astype(int) - 100).tolist()
+
+
+@pytest.mark.parametrize("changes, budget_squared, expected", [
+    # rint [2, 1, 1, 1], 7 vs 4: pulling the 2 back (gain 3) lands exactly on the budget: nothing more moves
+    ([1.6, 0.9, 0.9, 0.9], 4.0, [1, 1, 1, 1]),
+    # rint [2, 2] (1.5 and 2.5 round half to even), 8 vs 4.5: two pull-backs (3 + 3), one each, worst first
+    ([1.5, 2.5], 4.5, [1, 1]),
+    # rint [3], 9 vs 6.76: one level back (gain 5), not to 1
+    ([2.6], 6.76, [2]),
+    # rint [3], 9 vs 1.5: one component pulled back twice, over two rounds
+    ([2.6], 1.5, [1]),
+    # rint [1, 2], 5 vs 4.5: an excess below one level squared is still pulled back
+    ([0.9, 1.5], 4.5, [1, 1]),
+    # no excess at all: equal to the budget is within it
+    ([3.0, 4.0], 25.0, [3, 4]),
+])
+def test_l2_pull_back_exact_small_cases(changes, budget_squared, expected):
+    assert l2_case(changes, budget_squared) == expected
+
+
+def test_l2_pull_back_ties_go_to_the_first_components():
+    # 20 components rounded up by 0.1 or 0.4: the five pull-backs take the first five 0.4 ones (a sort that
+    # is not stable picks other tied components once there are more than 16)
+    changes = [0.6, 0.9, 0.9, 0.9, 0.6, 0.6, 0.9, 0.9, 0.6, 0.6, 0.9, 0.6, 0.6, 0.9, 0.6, 0.6, 0.9, 0.9, 0.6, 0.6]
+    pulled = [i for i, step in enumerate(l2_case(changes, 15.5)) if step == 0]
+    assert pulled == [0, 4, 5, 8, 9]
+
+
+def test_the_budget_check_catches_a_broken_pull_back(monkeypatch):
+    """The final check is made on the stored image, with a 1e-9 float tolerance and no more."""
+    import stages.adversarial.attacks as attacks
+    from stages.adversarial.attacks import BudgetError
+
+    monkeypatch.setattr(attacks, "_pull_back_l2", lambda step, change, levels: step)
+    clean = np.full((1, 4, 1), 100, np.uint8)
+    adversarial = (clean + 0.6) / 255.0                 # rint 1 level each: L2 2 levels, L∞ 1 level
+    with pytest.raises(BudgetError, match=r"^quantised l2 perturbation 0\.007843 exceeds the budget 0\.004706$"):
+        quantise_within_budget(clean, adversarial, "l2", 1.2 / 255)
+    at_tolerance = 2 / 255 - 1e-9
+    assert at_tolerance + 1e-9 == 2 / 255
+    stored, achieved = quantise_within_budget(clean, adversarial, "l2", at_tolerance)
+    assert achieved["l2"] == 2 / 255 and np.all(stored == 101)
+    with pytest.raises(BudgetError):
+        quantise_within_budget(clean, adversarial, "l2", 2 / 255 - 3e-9)
+
+
+def test_achieved_norms_of_an_empty_image():
+    empty = np.zeros((0, 0, 3), np.uint8)
+    assert achieved_norms(empty, empty) == {"linf": 0.0, "linf_levels": 0, "l2": 0.0}

@@ -310,6 +310,35 @@ def test_isolated_subsets_have_no_distance(catalog):
     assert node["grass"]["embedding"] == [None] * 5 and node["grass"]["size"] == 25
 
 
+def test_distance_report_rounds_to_six_digits_and_nulls_isolated_subsets(catalog):
+    from stages.metashift.distances import distance_report
+
+    report = distance_report(catalog.meta_graph("dog"), ["sofa", "bed"], ["shelf"])
+    sofa, bed = np.sqrt(1.5 + 1.75), np.sqrt(1.0 + 1.75)          # closed form, see the test above
+    assert report["train"] == ["dog(sofa)", "dog(bed)"] and report["test"] == ["dog(shelf)"]
+    assert report["d"] == {"dog(shelf)": round((sofa + bed) / 2, 6)} == {"dog(shelf)": 1.730544}
+    assert report["pairs"] == [{"train": "dog(sofa)", "test": "dog(shelf)", "distance": 1.802776},
+                               {"train": "dog(bed)", "test": "dog(shelf)", "distance": 1.658312}]
+    isolated = distance_report(catalog.meta_graph("cat"), ["grass", "sofa"], ["window"])
+    assert isolated["d"] == {"cat(window)": None}
+    assert isolated["pairs"] == [{"train": "cat(grass)", "test": "cat(window)", "distance": None},
+                                 {"train": "cat(sofa)", "test": "cat(window)", "distance": round(np.sqrt(2.9), 6)}]
+
+
+def test_community_graph_reuses_the_catalog_graph_as_detection_would(catalog):
+    """Nothing to drop: the catalog's subset graph is split; with a (no-op) drop the communities are detected
+    anew from the subsets. Both give the same merged-community graph."""
+    from stages.metashift.distances import community_graph
+
+    reused = community_graph(catalog, "dog", ["cat", "dog"])
+    detected = community_graph(catalog, "dog", ["cat", "dog"], ambiguous=np.array([N_IMAGES + 1]))
+    assert reused.cls == detected.cls == "dog"
+    assert reused.names == detected.names == ["bench", "shelf", "sofa"]   # largest member; bench-bike tie: first
+    assert reused.members == detected.members == [["bench", "bike"], ["cabinet", "shelf"], ["bed", "sofa"]]
+    assert reused.sizes.tolist() == detected.sizes.tolist() == [40, 55, 45]
+    assert np.array_equal(reused.weights, detected.weights) and np.array_equal(reused.positions, detected.positions)
+
+
 def test_spectral_embedding_matches_generalised_eigenproblem():
     from scipy.linalg import eigh
 

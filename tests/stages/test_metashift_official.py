@@ -247,6 +247,31 @@ def test_greedy_modularity_equals_networkx_on_large_planted_graphs():
         assert greedy_modularity_communities(w) == [sorted(labels.index(x) for x in c) for c in found]
 
 
+def test_greedy_modularity_tie_in_a_row_keeps_the_first_column():
+    """After a merge, a row whose new gain at v only equals its best keeps the earlier column (networkx's
+    heap order): on this 9-node graph moving to v would merge {1, 2, 7, 8} instead of {0, 1, 4, 6}."""
+    w = np.zeros((9, 9))
+    for a, b in [(0, 2), (0, 4), (0, 6), (1, 2), (1, 4), (1, 6), (1, 8), (2, 4), (2, 5), (2, 7), (2, 8), (3, 5),
+                 (3, 6), (4, 5), (4, 6), (4, 8), (5, 7), (7, 8)]:
+        w[a, b] = w[b, a] = 1.0
+    labels, graph = _nx_graph(w)
+    found = sorted(nx.community.greedy_modularity_communities(graph), key=len, reverse=True)
+    assert greedy_modularity_communities(w) == [sorted(labels.index(x) for x in c) for c in found]
+    assert greedy_modularity_communities(w) == [[0, 1, 4, 6], [2, 7, 8], [3, 5]]
+
+
+def test_greedy_modularity_on_a_large_graph_keeps_pairs_and_singletons():
+    """Over 64 nodes each component is merged apart: a component of two nodes is one community."""
+    n = 70
+    w = np.zeros((n, n))
+    for start in range(0, 60, 6):                     # ten 6-cliques
+        for a, b in itertools.combinations(range(start, start + 6), 2):
+            w[a, b] = w[b, a] = 0.5
+    w[60, 61] = w[61, 60] = 0.3                       # one pair; 62..69 isolated
+    found = greedy_modularity_communities(w)
+    assert found == [list(range(s, s + 6)) for s in range(0, 60, 6)] + [[60, 61]] + [[i] for i in range(62, 70)]
+
+
 def test_greedy_modularity_ignores_weights_and_merges_cliques():
     two_triangles = np.zeros((6, 6))
     for a, b in [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5), (2, 3)]:

@@ -22,15 +22,26 @@ from pipeline.writers.files import ReleaseStore
 from pipeline.writers.zarr_store import ZarrLayout, ensure_store, write_region
 
 ROOT = Path(__file__).resolve().parents[3]
+# the repository first; the caller's path after it (a tool installed with --target stays importable)
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 STORE = "zarr/contrast-1.zarr"
+PREBUILT = "SHIFTFORGE_TEST_PRISTINE_RELEASE"   # a folder holding build_pristine's release, to copy
+
+
+def build_pristine(out: str | Path) -> None:
+    from tests.conftest import TINY_RELEASE
+
+    build_release(parse_release(json.loads(json.dumps(TINY_RELEASE))), out, workers=1)
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    from tests.conftest import TINY_RELEASE
-
     out = tmp_path_factory.mktemp("pristine")
-    build_release(parse_release(json.loads(json.dumps(TINY_RELEASE))), out, workers=1)
+    prebuilt = os.environ.get(PREBUILT)
+    if prebuilt:            # scripts/mutation.py builds it once instead of once per mutant
+        shutil.copytree(prebuilt, out, dirs_exist_ok=True)
+    else:
+        build_pristine(out)
     assert verify_release(out).problems == []
     return out
 
@@ -219,7 +230,7 @@ def test_samples_parquet_truncated_or_missing(release, damage):
 
 def shiftforge(*args):
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          timeout=120, env=CHILD_ENV)
 
 
 @pytest.mark.parametrize("content", ['{"schema": "shiftforge/provenance/1", "shards": [', "[1, 2]",
@@ -244,7 +255,7 @@ def test_verify_never_aborts_at_exit(release):
               "with ThreadPoolExecutor(4) as pool:\n"
               "    print(' '.join(map(str, pool.map(verify, range(50)))))\n")
     result = subprocess.run([sys.executable, "-c", script, str(release)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, timeout=600, env=CHILD_ENV)
     assert result.stdout.split() == ["0"] * 50
 
 
@@ -255,7 +266,7 @@ def test_no_thread_outlives_verify(release):
               "stop_io_threads()\n"
               "print([t.name for t in threading.enumerate()])\n")
     result = subprocess.run([sys.executable, "-c", script, str(release)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, timeout=120, env=CHILD_ENV)
     assert result.stdout.strip() == "['MainThread']", result.stderr
 
 
@@ -286,3 +297,242 @@ def test_report_keeps_the_sha256_of_every_shard_it_hashed(release):
     assert report.hashes == {s["path"]: hashlib.sha256((release / s["path"]).read_bytes()).hexdigest()
                              for s in prov["shards"]}
     assert report.hashes == {s["path"]: s["sha256"] for s in prov["shards"]}   # publish reuses these
+
+
+def test_io_threads_stop_in_process_and_start_again(release):
+    import threading
+
+    from pipeline.release.verify import stop_io_threads
+
+    def io_threads():
+        return sorted(t.name for t in threading.enumerate() if t.name == "zarr_io" or t.name.startswith("asyncio_"))
+
+    assert verify_release(release).ok and "zarr_io" in io_threads()
+    stop_io_threads()
+    assert io_threads() == []
+    stop_io_threads()                                     # nothing left to stop: a no-op
+    assert verify_release(release).ok and "zarr_io" in io_threads()
+    stop_io_threads()
+    assert io_threads() == []
+
+
+@pytest.mark.parametrize("content, why", [
+    (b'{"schema": "shiftforge/provenance/1", "shards": [', "Expecting value: line 1 column 50 (char 49)"),
+    (b"", "Expecting value: line 1 column 1 (char 0)"),
+    (b"[1, 2]", "not a provenance document"),
+    (b"{}", "not a provenance document"),
+    (b'{"schema": "shiftforge/provenance/1"}', "release: Field required"),
+    (b"\xff\xfe", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+])
+def test_invalid_provenance_says_why_in_one_line(release, content, why):
+    (release / "provenance.json").write_bytes(content)
+    report = verify_release(release)
+    assert report.problems == [f"{release / 'provenance.json'}: invalid ({why})"]
+    assert (report.shards, report.samples) == (0, 0)
+
+
+def test_invalid_provenance_field_names_its_nested_location(release):
+    prov = json.loads((release / "provenance.json").read_text())
+    prov["shards"][1]["count"] = "two"
+    (release / "provenance.json").write_text(json.dumps(prov))
+    found = problems(release)
+    assert len(found) == 1 and found[0].startswith(f"{release / 'provenance.json'}: invalid (shards.1.count: "), found
+
+
+def test_missing_provenance_is_the_only_problem(release):
+    (release / "provenance.json").unlink()
+    report = verify_release(release)
+    assert report.problems == [f"{release / 'provenance.json'}: missing (not a finished release?)"]
+    assert (report.shards, report.samples, report.hashes) == (0, 0, {})
+
+
+def test_pristine_report_counts_shards_and_samples(release):
+    report = verify_release(release)
+    assert (report.ok, report.shards, report.samples, len(report.hashes)) == (True, 12, 20, 12)
+
+
+def test_provenance_without_its_document_digest(release):
+    prov = json.loads((release / "provenance.json").read_text())
+    del prov["document_sha256"]
+    (release / "provenance.json").write_text(json.dumps(prov))
+    assert problems(release) == ["provenance.json: no document_sha256 (written by an older shiftforge; "
+                                 "rebuild to add it)"]
+
+
+@pytest.mark.parametrize("field, value", [("name", "other"), ("version", "9.9.9"), ("license", "cc0-1.0"),
+                                          ("description", "edited"), ("seed", 8)])
+def test_release_block_disagrees_with_its_manifest(release, field, value):
+    prov = json.loads((release / "provenance.json").read_text())
+    rewrite_provenance(release, lambda prov: prov["release"].update({field: value}))
+    assert problems(release) == [f"provenance.json: release.{field} {value!r} != manifest.{field} "
+                                 f"{prov['manifest'].get(field)!r}"]
+
+
+def test_samples_parquet_says_why_it_is_unreadable(release):
+    path = release / "samples.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["shard"]), path)
+    assert problems(release) == [f"{path}: unreadable (ArrowInvalid: No match for FieldRef.Name(shard) in key: string)"]
+    path.write_bytes(b"PAR1" + b"\0" * 100)
+    assert problems(release) == [f"{path}: unreadable (ArrowInvalid: Could not open Parquet input source '<Buffer>': "
+                                 "Parquet magic bytes not found in footer. Either the file is corrupted or this is "
+                                 "not a parquet file.)"]
+
+
+def test_counts_that_do_not_add_up(release):
+    rewrite_provenance(release, lambda prov: prov["counts"].update(total=21))
+    assert problems(release) == [
+        "provenance.json: counts do not add up: {'error': 0, 'ok': 20, 'rejected': 0, 'total': 21}",
+        "samples.parquet: 20 rows, provenance total is 21"]
+
+
+def test_stray_file_in_a_folder_under_a_config(release):
+    (release / "data" / "contrast-1" / "sub").mkdir()
+    shutil.copy(release / "data" / "contrast-1" / "test-00000.tar", release / "data" / "contrast-1" / "sub" / "x.tar")
+    assert problems(release) == ["data/contrast-1/sub/x.tar: stray file (not a shard listed in provenance)"]
+
+
+def test_stray_and_unreadable_zarr_stores(release):
+    shutil.copytree(release / STORE, release / "zarr" / "extra.zarr")
+    shutil.rmtree(release / STORE / "valid")
+    assert problems(release) == ["zarr/extra.zarr: stray (not a Zarr store listed in provenance)",
+                                 f"{STORE}: unreadable Zarr store (KeyError: 'valid')"]
+
+
+def test_missing_and_unreadable_shards(release):
+    prov = json.loads((release / "provenance.json").read_text())
+    first, second = prov["shards"][0]["path"], prov["shards"][1]["path"]
+    (release / first).unlink()
+    (release / second).write_bytes(b"not a tar" * 100)
+    import hashlib
+
+    digest = hashlib.sha256((release / second).read_bytes()).hexdigest()
+    rewrite_provenance(release, lambda prov: prov["shards"][1].update(sha256=digest))
+    report = verify_release(release)
+    assert report.problems[0] == f"{first}: missing"
+    assert report.problems[1].startswith(f"{second}: not a readable tar (") and len(report.problems) == 2
+    assert (report.shards, report.samples) == (12, 16)         # the two shards held 2 samples each
+
+
+def edited_row(release, **change):
+    def edit(rows):
+        rows[0].update(change)
+
+    edit_rows(release, edit)
+    return pq.read_table(release / "samples.parquet").to_pylist()[0]
+
+
+def test_row_pointing_at_an_unlisted_shard(release):
+    row = edited_row(release, shard="data/x.tar")
+    assert problems(release)[1:] == [f"samples.parquet: 1 row(s) point at a shard provenance does not list, "
+                                     f"e.g. {row['key']}"]
+
+
+def test_ok_row_without_a_shard(release):
+    row = edited_row(release, shard=None)
+    assert problems(release)[1:] == [f"samples.parquet: 1 ok row(s) without a shard, e.g. {row['key']}"]
+
+
+def test_rows_of_an_unknown_config(release):
+    row = edited_row(release, config="fog-3")
+    assert problems(release) == [
+        f"zarr/gaussian_noise-1.zarr: slot 0 key '{row['key']}' has no row in samples.parquet",
+        "samples.parquet: 4 ok rows for gaussian_noise-1, provenance says 5",
+        "samples.parquet: rows of config(s) provenance does not have: fog-3"]
+
+
+def test_short_exception_text():
+    from pipeline.release.verify_zarr import _short
+
+    assert _short(KeyError()) == "KeyError: "
+    assert _short(ValueError("")) == "ValueError: "
+    assert _short(OSError("first line\nsecond line")) == "OSError: first line"
+    long = _short(RuntimeError("x" * 300))
+    assert len(long) == 200 and long == "RuntimeError: " + "x" * 186
+
+
+def test_zarr_regions_listed_apart_are_checked(release):
+    """A filtered release lists its tasks' regions under zarr_regions, its shards carry none."""
+    def move_regions(prov):
+        prov["zarr_regions"] = [s["zarr"] for s in prov["shards"]]
+        for shard in prov["shards"]:
+            shard["zarr"] = None
+
+    rewrite_provenance(release, move_regions)
+    assert problems(release) == []
+    images = zarr.open_group(str(release / STORE), mode="r+")["images"]
+    images[4, 0, 0, 0] = (int(images[4, 0, 0, 0]) + 1) % 256
+    found = problems(release)
+    assert len(found) == 1 and found[0].startswith(f"{STORE} [4:5]: digest"), found
+
+
+def test_problems_are_one_line_each():
+    from pipeline.release.verify import VerifyReport
+
+    report = VerifyReport()
+    report.add("a\nb\nc")
+    assert report.problems == ["a b c"] and not report.ok
+
+
+def test_config_counts_without_a_status_count_as_zero(release):
+    def drop(prov):
+        counts = prov["configs"]["contrast-1"]["counts"]
+        del counts["error"], counts["rejected"]
+
+    rewrite_provenance(release, drop)
+    assert problems(release) == []
+
+    def edit(rows):
+        next(r for r in rows if r["key"] == "chelsea-000004" and r["config"] == "contrast-1")["status"] = "rejected"
+
+    edit_rows(release, edit)
+    found = problems(release)
+    assert "samples.parquet: 1 rejected rows for contrast-1, provenance says 0" in found
+    assert "samples.parquet: 4 ok rows for contrast-1, provenance says 5" in found
+
+
+def test_rows_of_two_unknown_configs_are_listed(release):
+    def edit(rows):
+        rows[0]["config"], rows[1]["config"] = "snow-1", "fog-3"
+
+    edit_rows(release, edit)
+    assert "samples.parquet: rows of config(s) provenance does not have: fog-3, snow-1" in problems(release)
+
+
+def test_valid_mask_empty_slots(tmp_path):
+    """An empty slot must not be valid, and does not end the scan of the slots after it."""
+    layout = ZarrLayout(path=str(tmp_path / "zarr" / "c.zarr"), length=3, shard_len=1, height=8, width=8, channels=3)
+    ensure_store(layout, {})
+    write_region(layout, 1, [("a", 0, np.full((8, 8, 3), 7, np.uint8))])      # slot 0 stays empty
+    write_region(layout, 2, [("c", 2, None)])
+    prov = {"zarr": ["zarr/c.zarr"], "shards": []}
+    rows = [{"config": "c", "key": "a", "status": "ok"}, {"config": "c", "key": "c", "status": "rejected"}]
+
+    class Report(list):
+        add = list.append
+
+    group = zarr.open_group(layout.path, mode="r+")
+    assert group["keys"][:].tolist() == ["", "a", "c"]
+    group["valid"][2] = True
+    found = Report()
+    check_zarr(ReleaseStore(tmp_path), prov, rows, found)
+    assert found == ["zarr/c.zarr: slot 2 (c) valid=True but its row's status is 'rejected'"]
+    group["valid"][2], group["valid"][0] = False, True
+    found.clear()
+    check_zarr(ReleaseStore(tmp_path), prov, rows, found)
+    assert found == ["zarr/c.zarr: slot 0 has no key but valid is true"]
+
+
+def test_valid_mask_unreadable_or_of_another_length():
+    from pipeline.release.verify_zarr import _check_valid_mask
+
+    class Broken:
+        def __getitem__(self, item):
+            raise ValueError("bad chunk")
+
+    found: list[str] = []
+    _check_valid_mask("zarr/c.zarr", {"keys": Broken(), "valid": np.ones(2, bool)}, {}, type("R", (), {
+        "add": staticmethod(found.append)})())
+    assert found == ["zarr/c.zarr: unreadable keys/valid (ValueError: bad chunk)"]
+    with pytest.raises(ValueError, match="zip"):          # never silently checks fewer slots than it holds
+        _check_valid_mask("zarr/c.zarr", {"keys": np.array(["a", "b", "c"]), "valid": np.ones(2, bool)},
+                          {"a": "ok", "b": "ok", "c": "ok"}, type("R", (), {"add": staticmethod(found.append)})())
