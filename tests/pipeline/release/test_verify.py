@@ -536,3 +536,30 @@ def test_valid_mask_unreadable_or_of_another_length():
     with pytest.raises(ValueError, match="zip"):          # never silently checks fewer slots than it holds
         _check_valid_mask("zarr/c.zarr", {"keys": np.array(["a", "b", "c"]), "valid": np.ones(2, bool)},
                           {"a": "ok", "b": "ok", "c": "ok"}, type("R", (), {"add": staticmethod(found.append)})())
+
+
+def test_a_shard_whose_rows_were_all_moved_away_is_still_compared(release):
+    """A listed shard with no ok row left in samples.parquet: every key it holds is reported."""
+    shard = "data/contrast-5/test-00001.tar"
+    moved = []
+
+    def edit(rows):
+        for row in rows:
+            if row["shard"] == shard:
+                row["shard"] = "data/contrast-5/test-00000.tar"
+                moved.append(row["key"])
+
+    edit_rows(release, edit)
+    assert moved
+    assert f"{shard}: holds {len(moved)} key(s) samples.parquet does not place here ({sorted(moved)[0]}, …) " \
+           f"and lacks 0 it does" in problems(release)
+
+
+def test_a_zarr_store_whose_config_lost_every_row(release):
+    def edit(rows):
+        rows[:] = [r for r in rows if r["config"] != "gaussian_noise-1"]
+
+    edit_rows(release, edit)
+    found = problems(release)
+    assert any(p.startswith("zarr/gaussian_noise-1.zarr: slot 0 key '") and p.endswith(
+        "' has no row in samples.parquet") for p in found)
