@@ -105,15 +105,19 @@ class _Gains:
         neighbours of neither keep -inf at u and v."""
         gain, share = self.gain, self.share
         gain_u, gain_v = gain[u], gain[v]
-        near_u, near_v = gain_u > _NEG, gain_v > _NEG
-        twice_u, twice_v = share[u] * share, share[v] * share  # a_u a_w, a_v a_w for every w
-        # neighbours of both: sum; of v only: minus 2 a_u a_w; of u only (or none, -inf): minus 2 a_v a_w
-        twice_u += twice_u
+        # neighbours of v only (most, when v is a hub): minus 2 a_u a_w; of neither: stays -inf
+        twice_u = share[u] * share
+        twice_u += twice_u  # doubled by an addition, as networkx does
+        row = gain_v - twice_u
+        # neighbours of u (few): plus its gain if v's too, else u's gain minus 2 a_v a_w
+        near_u = np.flatnonzero(gain_u > _NEG)
+        gu, gv = gain_u[near_u], gain_v[near_u]
+        twice_v = share[v] * share[near_u]
         twice_v += twice_v
-        row = np.where(near_v, np.where(near_u, gain_v + gain_u, gain_v - twice_u), gain_u - twice_v)
+        row[near_u] = np.where(gv > _NEG, gv + gu, gu - twice_v)
         row[u] = row[v] = _NEG
         gain[v], gain[:, v] = row, row
-        gain[u], gain[:, u] = _NEG, _NEG
+        gain[u, near_u], gain[near_u, u] = _NEG, _NEG  # u's other entries are -inf already
         share[v] += share[u]
         share[u] = 0.0
         return row
