@@ -179,8 +179,8 @@ def intersection_counts(subsets: list[np.ndarray]) -> np.ndarray:
     n = len(subsets)
     lengths = np.array([len(s) for s in subsets], np.int64)
     images = np.concatenate(subsets) if n else np.zeros(0, np.int64)
-    if not len(images):
-        return np.zeros((n, n))
+    if n == 1 or not len(images):
+        return np.diag(lengths.astype(float))
     if n > 64:
         indptr = np.zeros(n + 1, np.int64)
         np.cumsum(lengths, out=indptr[1:])
