@@ -102,7 +102,7 @@ def _metadata_args(p: argparse.ArgumentParser) -> None:
 def _catalog(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from stages.metashift.scene_graphs import MetaShiftError, read_records
+    from stages.metashift.scene_graphs import MetaShiftError
     from stages.metashift.subsets import ContextIndex, SubsetCatalog, Thresholds
 
     kinds = [k.strip() for k in args.contexts.split(",") if k.strip()]
@@ -112,7 +112,7 @@ def _catalog(args: argparse.Namespace):
         thresholds = Thresholds(
             min_subset_size=args.min_subset_size, min_subsets_per_class=args.min_subsets_per_class
         )
-        index = ContextIndex.from_records(read_records(args.scene_graphs), "attribute" in kinds)
+        index = ContextIndex.from_path(args.scene_graphs, "attribute" in kinds)
     except ValidationError as exc:
         problem = exc.errors()[0]
         raise UsageError(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}") from None
@@ -150,19 +150,19 @@ def export_catalog(
         _JsonMapWriter(out / "subsets.json", settings, "classes") as subsets,
         _JsonMapWriter(out / "distances.json") as distances,
     ):
-        for cls in classes:
+        for cls in catalog.prepare(classes):
             kept = catalog.subsets(cls)
             subsets.add_json(cls, _subsets_json(kept, quoted))
             graph = catalog.meta_graph(cls)
-            doc = graph.to_json(embedding=protocol == "subsets")
             if protocol == "official":
                 merged = community_graph(catalog, cls)
-                doc["meta_graph"] = merged.to_json()
+                doc = graph.to_json_text(embedding=False, meta_graph=merged.to_json())
                 distances.add(cls, {"communities": merged.names, "matrix": _rounded(merged.distances())})
             else:
+                doc = graph.to_json_text(embedding=True)
                 distances.add(cls, {"contexts": graph.contexts, "matrix": _rounded(graph.distances())})
             name = safe_key(cls)
-            (out / "graphs" / f"{name}.json").write_text(json.dumps(doc) + "\n")
+            (out / "graphs" / f"{name}.json").write_text(doc + "\n")
             if draw:
                 draw_meta_graph(graph, out / "graphs" / f"{name}.png")
             counts[cls] = len(kept)
@@ -173,7 +173,8 @@ def export_catalog(
 def _subsets_json(kept: dict[str, np.ndarray], quoted: np.ndarray) -> str:
     """{"<context>": {"size": n, "images": [ids]}, ...} from pre-encoded image ids."""
     entries = (
-        f'{json.dumps(ctx)}: {{"size": {len(im)}, "images": [{", ".join(quoted[im])}]}}' for ctx, im in kept.items()
+        f'{json.dumps(ctx)}: {{"size": {len(im)}, "images": [{", ".join(quoted[im].tolist())}]}}'
+        for ctx, im in kept.items()
     )
     return "{" + ", ".join(entries) + "}"
 

@@ -2,11 +2,14 @@
 
 This family selects and splits real images rather than altering pixels:
 - `scene_graphs` streams GQA / Visual Genome scene graphs and plain tables;
+- `context_index` interns object names to codes in one pass over them and
+  indexes which images hold which object (and attribute);
 - `subsets` builds `class(context)` subsets under the size thresholds
   (attribute contexts from the official attribute ontology, `ontology`);
 - `metagraph` links subsets by overlap and finds their communities;
 - `official` reproduces the official code's networkx computations
-  (unweighted greedy modularity, `spectral_layout`);
+  (unweighted greedy modularity, `spectral_layout`), with the merge loops in
+  `modularity` (one graph, or many small ones side by side);
 - `communities` merges communities into the meta-graph the official protocol
   measures d on; `distances` reports d under either protocol;
 - `splits` (domain generalisation) and `subpopulation` turn a request into

@@ -103,7 +103,7 @@ def name_communities(
     named = {}
     for community in communities:
         members = [contexts[i] for i in community]
-        largest = max(members, key=lambda c: (len(subsets[c]), -members.index(c)))
+        largest = max(members, key=lambda c: len(subsets[c]))  # max keeps the first of a tie
         named[largest] = members
     return {name: named[name] for name in sorted(named, key=lambda c: f"{cls}({c})")}
 
@@ -113,7 +113,7 @@ def build_community_graph(
 ) -> CommunityGraph:
     """Merge each community's subsets and embed the graph of merged communities."""
     names = list(communities)
-    merged = [np.unique(np.concatenate([subsets[c] for c in communities[n]] or [np.zeros(0, np.int64)])) for n in names]
+    merged = [_union([subsets[c] for c in communities[n]]) for n in names]
     weights = cut_weights(overlap_coefficients(merged))
     return CommunityGraph(
         cls=cls,
@@ -123,3 +123,14 @@ def build_community_graph(
         weights=weights,
         positions=spectral_layout(weights, LAYOUT_DIM),
     )
+
+
+def _union(image_sets: list[np.ndarray]) -> np.ndarray:
+    """Sorted union of sorted image sets, by marking the span of image positions they cover."""
+    images = np.concatenate(image_sets) if image_sets else np.zeros(0, np.int64)
+    if len(image_sets) == 1 or not len(images):
+        return images
+    low, high = int(images.min()), int(images.max())
+    marked = np.zeros(high - low + 1, bool)
+    marked[images - low] = True
+    return np.flatnonzero(marked) + low

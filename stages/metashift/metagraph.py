@@ -27,6 +27,8 @@ measures d on the meta-graph of merged communities instead (`communities.py`).
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,15 @@ import numpy as np
 from scipy import sparse
 from scipy.linalg import eigh
 
-from stages.metashift.official import greedy_modularity_communities
+from stages.metashift.official import greedy_modularity_communities_of
 
 EDGE_CUT = 0.2
 EMBED_DIM = 5
+
+# json.dumps writes a float as its repr; overlap coefficients (and context names) repeat a lot
+# across classes
+_float_text = functools.lru_cache(maxsize=1 << 16)(float.__repr__)
+_quoted = functools.lru_cache(maxsize=1 << 16)(json.dumps)
 
 
 @dataclass
@@ -92,6 +99,42 @@ class MetaGraph:
 
     def to_json(self, embedding: bool = True) -> dict[str, Any]:
         """Nodes, edges and communities; with `embedding`, the per-subset eigenmap coordinates."""
+        rows, cols = self._edges()
+        edges = [
+            {"source": self.contexts[i], "target": self.contexts[j], "weight": float(self.weights[i, j])}
+            for i, j in zip(rows, cols)
+        ]
+        return {**self._json_nodes(embedding), "edges": edges, **self._json_rest(embedding)}
+
+    def to_json_text(self, embedding: bool = True, **extra: Any) -> str:
+        """`json.dumps({**to_json(embedding), **extra})`, with the edges (most of the text)
+        formatted straight from the weights rather than through a dict per edge."""
+        head = json.dumps(self._json_nodes(embedding))
+        rest = json.dumps({**self._json_rest(embedding), **extra})
+        return f'{head[:-1]}, "edges": [{self._edges_text()}], {rest[1:]}'
+
+    def _edges_text(self) -> str:
+        """The edges as json.dumps writes them, joined from per-edge pieces."""
+        rows, cols = self._edges()
+        if not len(rows):
+            return ""
+        quoted = list(map(_quoted, self.contexts))
+        sources = [f'{{"source": {q}, "target": ' for q in quoted]
+        pieces: list[str] = [', "weight": '] * (5 * len(rows))  # source, target, this, weight, "}, "
+        pieces[0::5] = map(sources.__getitem__, rows.tolist())
+        pieces[1::5] = map(quoted.__getitem__, cols.tolist())
+        pieces[3::5] = map(_float_text, self.weights[rows, cols].tolist())
+        pieces[4::5] = ["}, "] * len(rows)
+        pieces[-1] = "}"
+        return "".join(pieces)
+
+    def _edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, columns) of the edges i < j, in row-major order."""
+        rows, cols = np.nonzero(self.weights)
+        upper = rows < cols
+        return rows[upper], cols[upper]
+
+    def _json_nodes(self, embedding: bool) -> dict[str, Any]:
         labels = self.community_of()
         nodes = [
             {"context": ctx, "subset": f"{self.cls}({ctx})", "size": int(self.sizes[i]), "community": labels[i]}
@@ -100,17 +143,11 @@ class MetaGraph:
         if embedding:
             for i, node in enumerate(nodes):
                 node["embedding"] = _nullable(self.embedding[i])
-        rows, cols = np.nonzero(np.triu(self.weights))
-        edges = [
-            {"source": self.contexts[i], "target": self.contexts[j], "weight": float(self.weights[i, j])}
-            for i, j in zip(rows, cols)
-        ]
-        out = {
-            "class": self.cls,
-            "edge_cut": EDGE_CUT,
-            "nodes": nodes,
-            "edges": edges,
-            "communities": [[self.contexts[i] for i in members] for members in self.communities],
+        return {"class": self.cls, "edge_cut": EDGE_CUT, "nodes": nodes}
+
+    def _json_rest(self, embedding: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "communities": [[self.contexts[i] for i in members] for members in self.communities]
         }
         if embedding:
             out.update(embedding_dim=self.dim, eigenvalues=[float(v) for v in self.eigenvalues])
@@ -126,35 +163,78 @@ def overlap_coefficients(subsets: list[np.ndarray]) -> np.ndarray:
     n = len(subsets)
     if n == 0:
         return np.zeros((0, 0))
-    rows = np.concatenate([np.full(len(s), i) for i, s in enumerate(subsets)])
-    cols = np.concatenate(subsets)
-    membership = sparse.csr_matrix(
-        (np.ones(len(rows)), (rows, cols)), shape=(n, int(cols.max(initial=0)) + 1)
-    )
-    intersections = (membership @ membership.T).toarray()
     sizes = np.array([len(s) for s in subsets], dtype=float)
-    smaller = np.minimum(sizes[:, None], sizes[None, :])
-    return np.divide(intersections, smaller, out=np.zeros((n, n)), where=smaller > 0)
+    smaller = np.minimum.outer(sizes, sizes)
+    counts = intersection_counts(subsets)
+    if sizes.min() > 0:
+        return np.divide(counts, smaller, out=counts)
+    return np.divide(counts, smaller, out=np.zeros((n, n)), where=smaller > 0)
+
+
+def intersection_counts(subsets: list[np.ndarray]) -> np.ndarray:
+    """n x n |A ∩ B| (as floats, exact) of image sets (sorted unique int arrays): the Gram
+    matrix of the subset-by-image incidence. Up to 64 sets the pairs of sets sharing each
+    image are counted directly (no BLAS product: its threads cost more than these small
+    products); beyond, a sparse product."""
+    n = len(subsets)
+    lengths = np.array([len(s) for s in subsets], np.int64)
+    images = np.concatenate(subsets) if n else np.zeros(0, np.int64)
+    if n == 1 or not len(images):
+        return np.diag(lengths.astype(float))
+    if n > 64:
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        incidence = sparse.csr_matrix((np.ones(len(images)), images, indptr), shape=(n, int(images.max()) + 1))
+        return (incidence @ incidence.T).toarray()
+    owner = np.repeat(np.arange(n), lengths)
+    order = np.argsort(images, kind="stable")
+    images, owner = images[order], owner[order]
+    starts = np.flatnonzero(np.r_[True, images[1:] != images[:-1]])
+    sharing = np.diff(np.r_[starts, len(images)])  # sets holding each image
+    pairs_of = np.repeat(sharing, sharing)  # per entry: the pairs it starts (one per set of its image)
+    offset = np.repeat(starts, sharing) - (np.cumsum(pairs_of) - pairs_of)
+    first = np.repeat(owner, pairs_of)
+    second = owner[np.repeat(offset, pairs_of) + np.arange(int(pairs_of.sum()))]
+    return np.bincount(first * n + second, minlength=n * n).reshape(n, n).astype(float)
 
 
 def build_meta_graph(
     cls: str, subsets: dict[str, np.ndarray], edge_cut: float = EDGE_CUT, dim: int = EMBED_DIM
 ) -> MetaGraph:
-    contexts = sorted(subsets, key=lambda c: f"{cls}({c})")
-    weights = cut_weights(overlap_coefficients([subsets[c] for c in contexts]), edge_cut)
-    return MetaGraph(
-        cls=cls,
-        contexts=contexts,
-        sizes=np.array([len(subsets[c]) for c in contexts]),
-        weights=weights,
-        communities=greedy_modularity_communities(weights),
-        dim=dim,
-    )
+    return build_meta_graphs([(cls, subsets)], edge_cut, dim)[0]
+
+
+def build_meta_graphs(
+    classes: list[tuple[str, dict[str, np.ndarray]]], edge_cut: float = EDGE_CUT, dim: int = EMBED_DIM
+) -> list[MetaGraph]:
+    """`build_meta_graph` of several (class, subsets): their communities are found together."""
+    contexts = [sorted(subsets, key=lambda c: f"{cls}({c})") for cls, subsets in classes]
+    weights = [
+        _cut(overlap_coefficients([subsets[c] for c in order]), edge_cut)
+        for (_, subsets), order in zip(classes, contexts)
+    ]
+    return [
+        MetaGraph(
+            cls=cls,
+            contexts=order,
+            sizes=np.array([len(subsets[c]) for c in order]),
+            weights=w,
+            communities=communities,
+            dim=dim,
+        )
+        for (cls, subsets), order, w, communities in zip(
+            classes, contexts, weights, greedy_modularity_communities_of(weights)
+        )
+    ]
 
 
 def cut_weights(weights: np.ndarray, edge_cut: float = EDGE_CUT) -> np.ndarray:
     """Overlap coefficients below the cut become 0 (no edge); no self-loops."""
-    weights = weights.copy()
+    return _cut(weights.copy(), edge_cut)
+
+
+def _cut(weights: np.ndarray, edge_cut: float) -> np.ndarray:
+    """`cut_weights` in place."""
     weights[weights < edge_cut] = 0.0
     np.fill_diagonal(weights, 0.0)
     return weights

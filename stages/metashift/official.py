@@ -7,8 +7,9 @@ The official scripts (`dataset/generate_full_MetaShift.py`,
 `cls(context)` (in the order given) and whose edges are the overlap
 coefficients that survive the 0.2 cut. Both results depend on details beyond
 the textbook definitions (tie-breaking, the choice of Laplacian, the final
-rescaling), so they are spelled out here and reproduced step for step; the
-test suite compares them with networkx on fixed and random graphs.
+rescaling), so they are spelled out here and reproduced step for step (the
+merge loops are in `modularity`); the test suite compares them with networkx
+on fixed and random graphs.
 
 Communities — Clauset–Newman–Moore greedy modularity, *unweighted*
 (`weight=None` is the default of the call): every edge counts 1.
@@ -44,7 +45,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from stages.metashift.modularity import merge_graph, merge_side_by_side
+
 LAYOUT_DIM = 5
+_SIDE_BY_SIDE_NODES = 256  # larger graphs are too few to share steps
+_SIDE_BY_SIDE_CELLS = 1 << 22  # gains held at once when merging graphs side by side (32 MB)
 
 
 def greedy_modularity_communities(adjacency: np.ndarray) -> list[list[int]]:
@@ -54,88 +59,61 @@ def greedy_modularity_communities(adjacency: np.ndarray) -> list[list[int]]:
     Merges never join two connected components and leave other components' gains
     unchanged, and the process ends when every component's best gain is negative,
     so each component is merged on its own (same 1/m, same tie order)."""
+    return _communities(*_adjacency(adjacency))
+
+
+def _communities(adj: np.ndarray, edges: int) -> list[list[int]]:
+    from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
 
-    adj = np.asarray(adjacency) != 0
     n = len(adj)
-    np.fill_diagonal(adj, False)
-    edges = int(adj.sum()) // 2
     if edges == 0:
         return [[i] for i in range(n)]
     if n <= 64:  # small graphs: one pass costs less than splitting into components
-        found = _merge_component(adj, 1.0 / edges)
-        found.sort(key=max)
-        return sorted(found, key=len, reverse=True)
-    _, component = connected_components(adj, directed=False)
+        return _ordered(merge_graph(adj, 1.0 / edges))
+    _, component = connected_components(csr_matrix(adj), directed=False)
     found = []
     for label in np.unique(component):
         nodes = np.flatnonzero(component == label)
         if len(nodes) == 1:
             found.append([int(nodes[0])])
             continue
-        found += [nodes[m].tolist() for m in _merge_component(adj[np.ix_(nodes, nodes)], 1.0 / edges)]
+        found += [nodes[m].tolist() for m in merge_graph(adj[np.ix_(nodes, nodes)], 1.0 / edges)]
+    return _ordered(found)
+
+
+def greedy_modularity_communities_of(adjacencies: list[np.ndarray]) -> list[list[list[int]]]:
+    """`greedy_modularity_communities` of each graph. Graphs of up to 256 nodes are merged
+    side by side, one merge of every graph per step (a few hundred small graphs cost about
+    what one does); larger ones one after another."""
+    found: list[list[list[int]] | None] = [None] * len(adjacencies)
+    small: dict[int, list[tuple[int, np.ndarray, int]]] = {}
+    for i, adjacency in enumerate(adjacencies):
+        adj, edges = _adjacency(adjacency)
+        if edges and len(adj) <= _SIDE_BY_SIDE_NODES:
+            small.setdefault(max(8, 1 << (len(adj) - 1).bit_length()), []).append((i, adj, edges))
+        else:
+            found[i] = _communities(adj, edges)
+    for size, graphs in small.items():
+        step = max(1, _SIDE_BY_SIDE_CELLS // size**2)
+        for start in range(0, len(graphs), step):
+            batch = graphs[start : start + step]
+            merged = merge_side_by_side([adj for _, adj, _ in batch], [1.0 / edges for _, _, edges in batch], size)
+            for (i, _, _), communities in zip(batch, merged):
+                found[i] = _ordered(communities)
+    return found  # type: ignore[return-value]
+
+
+def _adjacency(adjacency: np.ndarray) -> tuple[np.ndarray, int]:
+    """Boolean adjacency without self-loops, and its number of edges."""
+    adj = np.asarray(adjacency) != 0
+    np.fill_diagonal(adj, False)
+    return adj, int(adj.sum()) // 2
+
+
+def _ordered(found: list[list[int]]) -> list[list[int]]:
     found.sort(key=max)  # networkx keeps a community at the place of its surviving (largest) node
     return sorted(found, key=len, reverse=True)
-
-
-def _merge_component(adj: np.ndarray, q0: float) -> list[list[int]]:
-    """Greedy merging inside one connected component; communities as sorted local indices."""
-    n = len(adj)
-    share = adj.sum(axis=1) * q0 * 0.5  # a_i, in the same float operations as networkx
-    gain = np.full((n, n), -np.inf)
-    products = np.outer(share, share)
-    gain[adj] = q0 - (products[adj] + products[adj])
-    members: dict[int, list[int]] = {i: [i] for i in range(n)}
-    # per row, the best gain and its first column: the global first maximum in row-major
-    # order (smallest u, then v) is then the first row holding the largest row best
-    best, best_at = gain.max(axis=1), gain.argmax(axis=1)
-    while True:
-        u = int(np.argmax(best))
-        v = int(best_at[u])
-        if not best[u] >= 0:  # -inf (no adjacent pair left) or a loss
-            break
-        touched = _merge(gain, share, u, v)
-        _update_bests(gain, best, best_at, touched, u, v)
-        members[v] = members[v] + members.pop(u)
-        if len(gain) > 64 and 2 * len(members) < len(gain):
-            # drop retired rows and columns; the order, hence every tie-break, is kept
-            keep = np.array(sorted(members))
-            gain, share = gain[np.ix_(keep, keep)], share[keep]
-            best, best_at = gain.max(axis=1), gain.argmax(axis=1)
-            members = {new: members[old] for new, old in enumerate(keep.tolist())}
-    return [sorted(m) for m in members.values()]
-
-
-def _update_bests(gain: np.ndarray, best: np.ndarray, best_at: np.ndarray, touched: np.ndarray, u: int, v: int) -> None:
-    """Row bests after a merge: rows u and v, and rows whose best was at column u or v, are
-    recomputed; other touched rows only compare their best with their new entry at v."""
-    new, old, old_at = gain[touched, v], best[touched], best_at[touched]
-    lost = (old_at == u) | (old_at == v) | (touched == u) | (touched == v)
-    better = ~lost & ((new > old) | ((new == old) & (v < old_at)))
-    best[touched[better]], best_at[touched[better]] = new[better], v
-    redo = touched[lost]
-    rows = gain[redo]
-    best_at[redo] = at = rows.argmax(axis=1)
-    best[redo] = rows[np.arange(len(redo)), at]
-
-
-def _merge(gain: np.ndarray, share: np.ndarray, u: int, v: int) -> np.ndarray:
-    """Merge community u into v: update row/column v of the gains, retire u; the rows changed
-    (u and v included: they are adjacent)."""
-    gain_u, gain_v = gain[u], gain[v]
-    near_u, near_v = gain_u > -np.inf, gain_v > -np.inf
-    touched = np.flatnonzero(near_u | near_v)
-    twice_u, twice_v = share[u] * share, share[v] * share  # a_u a_w, a_v a_w for every w
-    # neighbours of both: sum; of v only: minus 2 a_u a_w; of u only (or none, -inf): minus 2 a_v a_w
-    row = np.where(
-        near_v, np.where(near_u, gain_v + gain_u, gain_v - (twice_u + twice_u)), gain_u - (twice_v + twice_v)
-    )
-    row[[u, v]] = -np.inf
-    gain[v, :], gain[:, v] = row, row
-    gain[u, :], gain[:, u] = -np.inf, -np.inf
-    share[v] += share[u]
-    share[u] = 0.0
-    return touched
 
 
 def spectral_layout(weights: np.ndarray, dim: int = LAYOUT_DIM) -> np.ndarray:

@@ -20,11 +20,14 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
 _CHUNK_CHARS = 1 << 20
 _WHITESPACE = " \t\n\r"
+_STR = {str}
+_ATTRIBUTE_LIST = {list, type(None)}
 
 
 class MetaShiftError(ValueError):
@@ -65,6 +68,40 @@ def read_records(path: str | Path) -> Iterator[SceneRecord]:
 def read_scene_graphs(path: str | Path) -> Iterator[SceneRecord]:
     for image_id, graph in iter_json_object(path):
         yield _record_from_graph(image_id, graph, path)
+
+
+def read_object_lists(path: str | Path) -> Iterator[tuple[str, list[str], list[Any]]]:
+    """(image id, object names, attribute lists) per image, checked as `read_records` checks
+    them but without building records: the index pass interns the names straight away.
+    An attribute list is a list of strings, or None / [] for none."""
+    path = Path(path)
+    if path.suffix.lower() != ".json" or not path.is_file():
+        for record in read_records(path):
+            yield record.image_id, [o.name for o in record.objects], [o.attributes for o in record.objects]
+        return
+    for image_id, graph in iter_json_object(path):
+        yield image_id, *_object_lists(image_id, graph, path)
+
+
+def _object_lists(image_id: str, graph: Any, path: str | Path) -> tuple[list[str], list[Any]]:
+    """Names and attribute lists of one image graph. The checks run over whole lists at C
+    speed; anything irregular goes through `_record_from_graph`, which names the problem."""
+    objects = graph.get("objects") if type(graph) is dict else None
+    if type(objects) is dict:
+        try:
+            names = [obj["name"] for obj in objects.values()]  # TypeError / KeyError: not {"name": ...}
+            attributes = [obj.get("attributes") for obj in objects.values()]
+        except (TypeError, KeyError):
+            pass
+        else:
+            if (
+                set(map(type, names)) <= _STR
+                and set(map(type, attributes)) <= _ATTRIBUTE_LIST
+                and set(map(type, chain.from_iterable(filter(None, attributes)))) <= _STR
+            ):
+                return names, attributes
+    record = _record_from_graph(image_id, graph, path)
+    return [o.name for o in record.objects], [o.attributes for o in record.objects]
 
 
 def _record_from_graph(image_id: str, graph: Any, path: str | Path) -> SceneRecord:
