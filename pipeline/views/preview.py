@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.views.preview_shifts import SourceBlock, draw_shift_sheet, label_font, shift_sections
+from pipeline.views.preview_shifts import SourceBlock, draw_shift_sheet, is_number, label_font, shift_sections
 
 LAYOUTS = ("auto", "shifts", "grid")
 AUTO_GRID_COLUMNS = 8          # auto: the grid while it is at most this many configs (scales) wide
@@ -131,7 +131,7 @@ def _samples_of(out: Path, configs: list[str], keys: list[str]) -> list[Sample]:
 def _sample(row: dict) -> Sample:
     shift = json.loads(row["shift"] or "{}")
     scale = shift.get("scale") if isinstance(shift, dict) else None
-    scale = float(scale) if isinstance(scale, (int, float)) and not isinstance(scale, bool) else None
+    scale = float(scale) if is_number(scale) else None
     return Sample(row["config"], row["source_key"], row["key"], row["status"], row["shard"], scale)
 
 

@@ -58,14 +58,15 @@ class Section:
 def config_level(params: dict) -> Level | None:
     """The level a config's params put it at, if any."""
     severity, epsilon = params.get("severity"), params.get("epsilon")
-    if _number(severity):
+    if is_number(severity):
         return Level("severity", float(severity))
-    if _number(epsilon) and params.get("attack") != "none":
+    if is_number(epsilon) and params.get("attack") != "none":
         return Level("epsilon", float(epsilon))
     return None
 
 
-def _number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """An int or a float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
