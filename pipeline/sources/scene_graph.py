@@ -102,15 +102,14 @@ class SceneGraphSource(Source):
 def compute_split(spec: SceneGraphSpec) -> SplitResult:
     """Read the metadata and build the requested split; any problem is a `ManifestError`."""
     from stages.base import ManifestError
-    from stages.metashift.scene_graphs import MetaShiftError, read_records
+    from stages.metashift.scene_graphs import MetaShiftError
     from stages.metashift.subpopulation import make_split
     from stages.metashift.subsets import ContextIndex, SubsetCatalog
 
     if not Path(spec.images).expanduser().is_dir():
         raise ManifestError(f"source.images: {spec.images} is not a folder")
     try:
-        records = read_records(Path(spec.scene_graphs).expanduser())
-        index = ContextIndex.from_records(records, "attribute" in spec.contexts)
+        index = ContextIndex.from_path(Path(spec.scene_graphs).expanduser(), "attribute" in spec.contexts)
         catalog = SubsetCatalog(index, spec.thresholds, spec.contexts, spec.attribute_vocabulary)
         return make_split(catalog, spec.split)
     except MetaShiftError as exc:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from stages.metashift.scene_graphs import MetaShiftError, SceneRecord, read_object_lists
+from stages.metashift.scene_graphs import MetaShiftError, SceneRecord, object_lists, read_object_lists
 
 ATTRIBUTE_PREFIX = "attr:"
 _EMPTY = np.zeros(0, np.int64)
@@ -62,10 +62,7 @@ class ContextIndex:
     def from_records(cls, records: Iterable[SceneRecord], with_attributes: bool = True) -> ContextIndex:
         """The index of a record stream; `with_attributes=False` skips the attribute
         index (object contexts only), which halves the work on attribute-rich metadata."""
-        lists = (
-            (r.image_id, [o.name for o in r.objects], [o.attributes for o in r.objects]) for r in records
-        )
-        return cls._from_lists(lists, with_attributes)
+        return cls._from_lists(((r.image_id, *object_lists(r)) for r in records), with_attributes)
 
     @classmethod
     def _from_lists(cls, lists: Iterable[tuple[str, list[str], list[Any]]], with_attributes: bool) -> ContextIndex:

@@ -77,7 +77,7 @@ def read_object_lists(path: str | Path) -> Iterator[tuple[str, list[str], list[A
     path = Path(path)
     if path.suffix.lower() != ".json" or not path.is_file():
         for record in read_records(path):
-            yield record.image_id, [o.name for o in record.objects], [o.attributes for o in record.objects]
+            yield record.image_id, *object_lists(record)
         return
     for image_id, graph in iter_json_object(path):
         yield image_id, *_object_lists(image_id, graph, path)
@@ -100,7 +100,11 @@ def _object_lists(image_id: str, graph: Any, path: str | Path) -> tuple[list[str
                 and set(map(type, chain.from_iterable(filter(None, attributes)))) <= _STR
             ):
                 return names, attributes
-    record = _record_from_graph(image_id, graph, path)
+    return object_lists(_record_from_graph(image_id, graph, path))
+
+
+def object_lists(record: SceneRecord) -> tuple[list[str], list[Any]]:
+    """A record's object names and their attribute lists, in object order."""
     return [o.name for o in record.objects], [o.attributes for o in record.objects]
 
 
