@@ -4,18 +4,22 @@ Writes a scene-graph JSON in the GQA layout (geometry, attributes, relations;
 object names drawn from a Zipf-like vocabulary so a few hundred classes pass
 the thresholds), then measures, each in a fresh subprocess:
 - `reader`: streaming every record (`read_records`), nothing else;
-- `subsets`: the whole command, no pictures (the default);
+- `subsets`: the whole command as a user runs it (no pictures, `--workers` at its
+  default: the CPUs available);
+- `subsets_1`: the same with `--workers 1` (one process: its CPU time is the
+  machine-independent cost);
 - `subsets --png`: the whole command with the meta-graph pictures.
 
     .venv/bin/python scripts/bench_metashift.py                 # ~140 MB file, 50k images
     .venv/bin/python scripts/bench_metashift.py --images 20000  # quick look
 
-`reader` and `subsets` run --repeat times each, alternately, and the run with the least
-CPU time of each is kept (all samples are listed): on a shared machine the other loads
-inflate single runs unevenly.
+`reader`, `subsets` and `subsets_1` run --repeat times each, in turn, and the run with the
+least wall time (reader, subsets) or CPU time (subsets_1) of each is kept (all samples are
+listed): on a shared machine the other loads inflate single runs unevenly. CPU time counts
+the worker processes too.
 
-Writes scripts/results/metashift.json (wall and CPU seconds; on a shared machine the CPU
-ratio is the steadier figure). Target: `subsets` within 3x the reader's CPU time.
+Writes scripts/results/metashift.json. Target: `subsets` within 3x the reader's wall time
+(the time a user waits); `subsets_1`'s CPU time over the reader's is reported beside it.
 """
 
 from __future__ import annotations
@@ -80,26 +84,31 @@ def child(mode: str, path: str, out: str) -> None:
     if mode != "reader":
         build_parser()  # imports are not part of either figure: this loads every command module
 
-    start_usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_start = start_usage.ru_utime + start_usage.ru_stime
+    def cpu_seconds() -> float:  # this process and its finished workers
+        own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+    cpu_start = cpu_seconds()
     started = time.perf_counter()
     if mode == "reader":
         extra = {"records": sum(1 for _ in read_records(path))}
     else:
         argv = ["metashift", "subsets", "--scene-graphs", path, "--out", out]
-        extra = {"exit": main(argv + (["--png"] if mode == "subsets_png" else []))}
+        argv += {"subsets_png": ["--png"], "subsets_1": ["--workers", "1"]}.get(mode, [])
+        extra = {"exit": main(argv)}
     seconds = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # before anything reads the outputs back
+    cpu = cpu_seconds() - cpu_start  # before anything reads the outputs back
+    usage = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     if mode != "reader":
         extra["classes"] = len(list(Path(out, "graphs").glob("*.json")))
-    cpu = usage.ru_utime + usage.ru_stime - cpu_start
+        extra["workers"] = 1 if mode == "subsets_1" else _available_cpus()
     print(
         json.dumps(
             {
                 "mode": mode,
                 "seconds": round(seconds, 2),
                 "cpu_seconds": round(cpu, 2),
-                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                "peak_rss_mb": round(usage / 1024, 1),  # of the largest process
                 **extra,
             }
         )
@@ -118,9 +127,18 @@ def measure(mode: str, path: Path, work: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def least_cpu(samples: list[dict]) -> dict:
-    """The sample with the least CPU time, with every sample's CPU and wall seconds."""
-    best = min(samples, key=lambda run: run["cpu_seconds"])
+def _available_cpus() -> int:
+    """The worker count `metashift subsets` takes by default."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from pipeline.cli.metashift import _available_cpus
+
+    return _available_cpus()
+
+
+def best(samples: list[dict], key: str) -> dict:
+    """The sample with the least `key` (seconds or cpu_seconds), with every sample's CPU and wall seconds."""
+    best = min(samples, key=lambda run: run[key])
     return {
         **best,
         "cpu_seconds_samples": [run["cpu_seconds"] for run in samples],
@@ -142,25 +160,27 @@ def main() -> None:
         work = Path(tmp)
         path = work / "train_sceneGraphs.json"
         write_scene_graphs(path, args.images)
-        samples: dict[str, list[dict]] = {"reader": [], "subsets": []}
+        samples: dict[str, list[dict]] = {"reader": [], "subsets": [], "subsets_1": []}
         for _ in range(max(1, args.repeat)):
             for mode in samples:
                 samples[mode].append(measure(mode, path, work))
-        runs = {mode: least_cpu(found) for mode, found in samples.items()}
+        keys = {"subsets_1": "cpu_seconds"}
+        runs = {mode: best(found, keys.get(mode, "seconds")) for mode, found in samples.items()}
         if not args.skip_png:
             runs["subsets_png"] = measure("subsets_png", path, work)
         size_mb = path.stat().st_size / 2**20
     ratio = runs["subsets"]["seconds"] / max(runs["reader"]["seconds"], 1e-9)
-    cpu_ratio = runs["subsets"]["cpu_seconds"] / max(runs["reader"]["cpu_seconds"], 1e-9)
+    cpu_ratio = runs["subsets_1"]["cpu_seconds"] / max(runs["reader"]["cpu_seconds"], 1e-9)
     result = {
         "file_mb": round(size_mb, 1),
         "images": args.images,
+        "cpus": _available_cpus(),
         "runs": runs,
         "subsets_over_reader": round(ratio, 2),
-        "subsets_over_reader_cpu": round(cpu_ratio, 2),
+        "one_process_over_reader_cpu": round(cpu_ratio, 2),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "target_ratio": TARGET_RATIO,
-        "meets_target": cpu_ratio <= TARGET_RATIO,
+        "meets_target": ratio <= TARGET_RATIO,
         "machine": {"python": platform.python_version(), "processor": platform.machine()},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--classes", default=None, help="comma-separated classes to export (default: every kept class)"
     )
     p.add_argument("--png", action="store_true", help="also draw graphs/<class>.png (slow for many classes)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that share the classes (default: the CPUs available, at most 8); "
+        "the output does not depend on it",
+    )
     _protocol_arg(p)
     p.set_defaults(func=cmd_subsets)
 
@@ -99,7 +107,7 @@ def _metadata_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _catalog(args: argparse.Namespace):
+def _catalog(args: argparse.Namespace, progress: _Progress | None = None):
     from pydantic import ValidationError
 
     from stages.metashift.scene_graphs import MetaShiftError
@@ -112,7 +120,8 @@ def _catalog(args: argparse.Namespace):
         thresholds = Thresholds(
             min_subset_size=args.min_subset_size, min_subsets_per_class=args.min_subsets_per_class
         )
-        index = ContextIndex.from_path(args.scene_graphs, "attribute" in kinds)
+        reading = progress.reading(args.scene_graphs) if progress else None
+        index = ContextIndex.from_path(args.scene_graphs, "attribute" in kinds, reading)
     except ValidationError as exc:
         problem = exc.errors()[0]
         raise UsageError(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}") from None
@@ -122,52 +131,114 @@ def _catalog(args: argparse.Namespace):
 
 
 def export_catalog(
-    catalog: Any, out: Path, classes: list[str] | None = None, draw: bool = False, protocol: str = "official"
+    catalog: Any,
+    out: Path,
+    classes: list[str] | None = None,
+    draw: bool = False,
+    protocol: str = "official",
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Write subsets.json, distances.json and graphs/<class>.json[|png]; return a summary.
 
     distances.json holds, per class, the distance matrix of the protocol: between merged
-    communities (official) or between subsets (subsets). One class is in memory at a
-    time: both JSON files are written class by class."""
-    from pipeline.sources.base import safe_key
-    from stages.metashift.distances import community_graph
-    from stages.metashift.metagraph import draw_meta_graph
-
+    communities (official) or between subsets (subsets). Every class is checked before
+    anything is written. Classes are worked on a group at a time (`SubsetCatalog.groups`),
+    by `workers` forked processes when more than one (each writes its classes' graph
+    files and returns their JSON entries); both JSON files are written here, class by
+    class in the order asked, so the bytes do not depend on `workers`. `progress(done,
+    total)` is called after each class."""
     classes = catalog.classes() if classes is None else classes
-    ids = catalog.index.image_ids
+    groups = catalog.groups(classes, max_classes=_GROUP_CLASSES if workers > 1 else None)
     settings = {
         "thresholds": catalog.thresholds.model_dump(),
         "contexts": list(catalog.kinds),
         "attribute_vocabulary": catalog.attribute_vocabulary,
         "protocol": protocol,
-        "images": len(ids),
+        "images": len(catalog.index.image_ids),
     }
-    counts = {}
-    quoted = np.array([json.dumps(i) for i in ids], dtype=object)  # every image id encoded once
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "graphs").mkdir(exist_ok=True)
-    with (
-        _JsonMapWriter(out / "subsets.json", settings, "classes") as subsets,
-        _JsonMapWriter(out / "distances.json") as distances,
-    ):
-        for cls in catalog.prepare(classes):
-            kept = catalog.subsets(cls)
-            subsets.add_json(cls, _subsets_json(kept, quoted))
-            graph = catalog.meta_graph(cls)
-            if protocol == "official":
-                merged = community_graph(catalog, cls)
-                doc = graph.to_json_text(embedding=False, meta_graph=merged.to_json())
-                distances.add(cls, {"communities": merged.names, "matrix": _rounded(merged.distances())})
-            else:
-                doc = graph.to_json_text(embedding=True)
-                distances.add(cls, {"contexts": graph.contexts, "matrix": _rounded(graph.distances())})
-            name = safe_key(cls)
-            (out / "graphs" / f"{name}.json").write_text(doc + "\n")
-            if draw:
-                draw_meta_graph(graph, out / "graphs" / f"{name}.png")
-            counts[cls] = len(kept)
-            catalog.forget(cls)
+    (out / "graphs").mkdir(parents=True, exist_ok=True)
+    global _JOB
+    _JOB = _ExportJob(catalog, out, draw, protocol)
+    counts: dict[str, int] = {}
+    try:
+        with (
+            _JsonMapWriter(out / "subsets.json", settings, "classes") as subsets,
+            _JsonMapWriter(out / "distances.json") as distances,
+        ):
+            for done in _map_in_order(_export_group, groups, workers):
+                for cls, kept_text, distances_text, count in done:
+                    subsets.add_json(cls, kept_text)
+                    distances.add_json(cls, distances_text)
+                    counts[cls] = count
+                    if progress is not None:
+                        progress(len(counts), len(classes))
+    finally:
+        _JOB = None
     return {**settings, "classes": counts}
+
+
+_GROUP_CLASSES = 64  # classes per unit of work when several processes share the classes
+
+
+class _ExportJob:
+    """What every class of an export needs; set before the worker processes fork."""
+
+    def __init__(self, catalog: Any, out: Path, draw: bool, protocol: str):
+        self.catalog, self.out, self.draw, self.protocol = catalog, out, draw, protocol
+        self.quoted = np.array([json.dumps(i) for i in catalog.index.image_ids], dtype=object)  # ids encoded once
+
+
+_JOB: _ExportJob | None = None
+
+
+def _export_group(group: list[str]) -> list[tuple[str, str, str, int]]:
+    """Graph files of a group of classes, and per class its subsets.json and distances.json
+    entries (JSON text) and subset count."""
+    from pipeline.sources.base import safe_key
+    from stages.metashift.distances import community_graph
+    from stages.metashift.metagraph import draw_meta_graph
+
+    assert _JOB is not None
+    catalog, results = _JOB.catalog, []
+    for cls in catalog.prepare(group):
+        kept = catalog.subsets(cls)
+        graph = catalog.meta_graph(cls)
+        if _JOB.protocol == "official":
+            merged = community_graph(catalog, cls)
+            doc = graph.to_json_text(embedding=False, meta_graph=merged.to_json())
+            matrix = {"communities": merged.names, "matrix": _rounded(merged.distances())}
+        else:
+            doc = graph.to_json_text(embedding=True)
+            matrix = {"contexts": graph.contexts, "matrix": _rounded(graph.distances())}
+        name = safe_key(cls)
+        (_JOB.out / "graphs" / f"{name}.json").write_text(doc + "\n")
+        if _JOB.draw:
+            draw_meta_graph(graph, _JOB.out / "graphs" / f"{name}.png")
+        results.append((cls, _subsets_json(kept, _JOB.quoted), json.dumps(matrix), len(kept)))
+        catalog.forget(cls)
+    return results
+
+
+def _map_in_order(function: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[Any]:
+    """`map(function, items)`, by `workers` forked processes when more than one (and the
+    platform forks); results come back in the order of `items`."""
+    import multiprocessing
+
+    if workers <= 1 or len(items) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from map(function, items)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
+        futures = [pool.submit(function, item) for item in items]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def _subsets_json(kept: dict[str, np.ndarray], quoted: np.ndarray) -> str:
@@ -216,18 +287,90 @@ class _JsonMapWriter:
 def cmd_subsets(args: argparse.Namespace) -> int:
     from stages.metashift.scene_graphs import MetaShiftError
 
-    catalog = _catalog(args)
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    try:
-        summary = export_catalog(catalog, Path(args.out), classes, draw=args.png, protocol=args.protocol)
-    except MetaShiftError as exc:
-        raise UsageError(str(exc)) from None
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    workers = args.workers or _available_cpus()
+    with _Progress() as progress:
+        catalog = _catalog(args, progress)
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        try:
+            summary = export_catalog(
+                catalog, Path(args.out), classes, args.png, args.protocol, workers, progress.classes
+            )
+        except MetaShiftError as exc:
+            raise UsageError(str(exc)) from None
     print(
         f"{len(summary['classes'])} classes, {sum(summary['classes'].values())} subsets from "
         f"{summary['images']} images -> {args.out}",
         file=sys.stderr,
     )
     return 0
+
+
+def _available_cpus() -> int:
+    import os
+
+    try:
+        return max(1, min(len(os.sched_getaffinity(0)), 8))
+    except AttributeError:  # no affinity on this platform
+        return max(1, min(os.cpu_count() or 1, 8))
+
+
+class _Progress:
+    """A progress bar on stderr (a terminal only): bytes read, then classes written. It
+    refreshes when told, with no thread of its own, so worker processes fork cleanly."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[done]}"),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self._task: Any = None
+        self._shown = 0.0  # when the bar was last drawn
+
+    def _refresh(self, final: bool = False) -> None:
+        """Redraw at most ten times a second (and at the end)."""
+        import time
+
+        now = time.monotonic()
+        if final or now - self._shown >= 0.1:
+            self._bar.refresh()
+            self._shown = now
+
+    def __enter__(self) -> _Progress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(*exc)
+
+    def reading(self, path: str) -> Callable[[int], None]:
+        file = Path(path)
+        size = file.stat().st_size if file.suffix.lower() == ".json" and file.is_file() else None  # tables: no total
+        self._task = self._bar.add_task("reading", total=size, done="")
+
+        def update(done: int) -> None:
+            self._bar.update(self._task, completed=done, done=f"{done / 2**20:.0f} MB")
+            self._refresh()
+
+        return update
+
+    def classes(self, done: int, total: int) -> None:
+        if done == 1:
+            self._bar.update(self._task, visible=False)
+            self._task = self._bar.add_task("classes", total=total, done="")
+        self._bar.update(self._task, completed=done, done=f"{done}/{total}")
+        self._refresh(done == total)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

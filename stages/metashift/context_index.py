@@ -14,7 +14,7 @@ Image positions index `image_ids`, in metadata order.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,12 @@ class ContextIndex:
         self._cooc: sparse.csr_matrix | None = None
 
     @classmethod
-    def from_path(cls, path: str | Path, with_attributes: bool = True) -> ContextIndex:
-        """The index of a metadata file (scene-graph JSON, CSV or Parquet), read once."""
-        return cls._from_lists(read_object_lists(path), with_attributes)
+    def from_path(
+        cls, path: str | Path, with_attributes: bool = True, progress: Callable[[int], None] | None = None
+    ) -> ContextIndex:
+        """The index of a metadata file (scene-graph JSON, CSV or Parquet), read once;
+        `progress(bytes read)` as a scene-graph file is read."""
+        return cls._from_lists(read_object_lists(path, progress), with_attributes)
 
     @classmethod
     def from_records(cls, records: Iterable[SceneRecord], with_attributes: bool = True) -> ContextIndex:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -70,16 +70,19 @@ def read_scene_graphs(path: str | Path) -> Iterator[SceneRecord]:
         yield _record_from_graph(image_id, graph, path)
 
 
-def read_object_lists(path: str | Path) -> Iterator[tuple[str, list[str], list[Any]]]:
+def read_object_lists(
+    path: str | Path, progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[str, list[str], list[Any]]]:
     """(image id, object names, attribute lists) per image, checked as `read_records` checks
     them but without building records: the index pass interns the names straight away.
-    An attribute list is a list of strings, or None / [] for none."""
+    An attribute list is a list of strings, or None / [] for none. `progress(bytes read)`
+    is called as a scene-graph file is read (tables do not report)."""
     path = Path(path)
     if path.suffix.lower() != ".json" or not path.is_file():
         for record in read_records(path):
             yield record.image_id, *object_lists(record)
         return
-    for image_id, graph in iter_json_object(path):
+    for image_id, graph in iter_json_object(path, progress=progress):
         yield image_id, *_object_lists(image_id, graph, path)
 
 
@@ -138,8 +141,8 @@ def _record_from_graph(image_id: str, graph: Any, path: str | Path) -> SceneReco
 class _TextStream:
     """A text file read in chunks, with a cursor into the unconsumed part."""
 
-    def __init__(self, handle, chunk_chars: int):
-        self.handle, self.chunk_chars = handle, chunk_chars
+    def __init__(self, handle, chunk_chars: int, progress: Callable[[int], None] | None = None):
+        self.handle, self.chunk_chars, self.progress = handle, chunk_chars, progress
         self.buf, self.pos, self.eof = "", 0, False
 
     def fill(self) -> bool:
@@ -152,6 +155,8 @@ class _TextStream:
             raise MetaShiftError(f"{self.handle.name}: not valid UTF-8 text ({exc.reason})") from None
         self.buf, self.pos = self.buf[self.pos :] + chunk, 0
         self.eof = not chunk
+        if self.progress is not None:
+            self.progress(self.handle.buffer.tell())
         return bool(chunk)
 
     def peek(self) -> str:
@@ -185,15 +190,18 @@ class _TextStream:
             return value
 
 
-def iter_json_object(path: str | Path, chunk_chars: int = _CHUNK_CHARS) -> Iterator[tuple[str, Any]]:
-    """(key, value) of a top-level JSON object, one entry at a time.
+def iter_json_object(
+    path: str | Path, chunk_chars: int = _CHUNK_CHARS, progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """(key, value) of a top-level JSON object, one entry at a time; `progress(bytes read)`
+    after each chunk.
 
     Memory stays at about one chunk plus the largest single value, whatever
     the file size.
     """
     decoder = json.JSONDecoder()
     with open(path, encoding="utf-8") as handle:
-        stream = _TextStream(handle, chunk_chars)
+        stream = _TextStream(handle, chunk_chars, progress)
         stream.expect("{", f"{path}: start of file")
         if stream.peek() == "}":
             stream.pos += 1

@@ -66,7 +66,7 @@ class SubsetCatalog:
     def candidate_subsets(self, cls: str) -> dict[str, np.ndarray]:
         """Subsets of `cls` that pass the size threshold, by context (class threshold not applied)."""
         if cls not in self._subsets:
-            kept = list(self.index.context_sizes(cls, self.kinds, self.vocabulary, self.thresholds.min_subset_size))
+            kept = list(self._kept_contexts(cls))
             objects = self.index.object_contexts(cls, [c for c in kept if not c.startswith(ATTRIBUTE_PREFIX)])
             self._subsets[cls] = {
                 ctx: objects[ctx] if ctx in objects else self.index.context_images(cls, ctx) for ctx in kept
@@ -99,15 +99,26 @@ class SubsetCatalog:
 
     def subsets(self, cls: str) -> dict[str, np.ndarray]:
         """Kept subsets of a class that passes the class threshold; clear errors otherwise."""
+        if cls not in self._subsets:
+            self.check(cls)
+        return self.candidate_subsets(cls)
+
+    def check(self, cls: str) -> int:
+        """The number of kept subsets of a class that passes the class threshold, counted
+        without building any; the errors of `subsets` otherwise."""
         if cls not in self.index.objects:
             raise MetaShiftError(f"unknown class {cls!r}{_suggest(cls, self.index.names)}")
-        kept = self.candidate_subsets(cls)
-        if len(kept) < self.thresholds.min_subsets_per_class:
+        size = self.thresholds.min_subset_size
+        n = len(self._subsets[cls]) if cls in self._subsets else len(self._kept_contexts(cls))
+        if n < self.thresholds.min_subsets_per_class:
             raise MetaShiftError(
-                f"class {cls!r} has {len(kept)} subsets with >= {self.thresholds.min_subset_size} images; "
+                f"class {cls!r} has {n} subsets with >= {size} images; "
                 f"a class needs >= {self.thresholds.min_subsets_per_class} (thresholds.min_subsets_per_class)"
             )
-        return kept
+        return n
+
+    def _kept_contexts(self, cls: str) -> dict[str, int]:
+        return self.index.context_sizes(cls, self.kinds, self.vocabulary, self.thresholds.min_subset_size)
 
     def subset(self, cls: str, context: str) -> np.ndarray:
         if context.startswith(ATTRIBUTE_PREFIX) and "attribute" not in self.kinds:
@@ -137,6 +148,21 @@ class SubsetCatalog:
             self._graphs[cls] = build_meta_graph(cls, self.subsets(cls))
         return self._graphs[cls]
 
+    def groups(self, classes: list[str], max_cells: int = 1 << 22, max_classes: int | None = None) -> list[list[str]]:
+        """`classes` (each passing `check`) cut, in order, into runs of at most `max_cells`
+        subset pairs (a larger class alone) and at most `max_classes` classes: the units
+        of work whose meta-graphs `prepare` builds together."""
+        found: list[list[str]] = []
+        cells = 0
+        for cls in classes:
+            n = self.check(cls)
+            if not found or cells + n * n > max_cells or (max_classes and len(found[-1]) >= max_classes):
+                found.append([])
+                cells = 0
+            found[-1].append(cls)
+            cells += n * n
+        return found
+
     def prepare(self, classes: Iterable[str], max_cells: int = 1 << 22) -> Iterator[str]:
         """Yield each of `classes` once its subsets and meta-graph are cached. They are built
         a group at a time (up to `max_cells` subset pairs), so the communities of many small
@@ -146,7 +172,7 @@ class SubsetCatalog:
         cells = 0
         for cls in classes:
             try:
-                n = len(self.subsets(cls))
+                n = self.check(cls)
             except MetaShiftError:
                 yield from self._build_group(group)  # the classes before it first, as asked
                 group, cells = [], 0

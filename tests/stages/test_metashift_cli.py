@@ -121,3 +121,31 @@ def test_subsets_protocols_write_their_distances(good, tmp_path, capsys):
     summary = json.loads((tmp_path / "subsets" / "subsets.json").read_text())
     assert summary["protocol"] == "subsets" and summary["attribute_vocabulary"] == "official"
     assert not (tmp_path / "official" / "graphs" / "dog.png").exists()  # pictures only with --png
+
+
+def test_subsets_checks_every_class_before_writing(good, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["metashift", "subsets", "--scene-graphs", str(good), "--out", str(out)]
+    args += ["--min-subset-size", "5", "--min-subsets-per-class", "2", "--classes", "dog,sofas"]
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and "unknown class 'sofas'; did you mean 'sofa'" in err
+    assert not out.exists()  # dog, before it, was not written either
+    code, _, err = _run(capsys, *args[:-1], "dog", "--workers", "0")
+    assert code == 2 and err.strip() == "error: --workers must be a positive integer, got 0" and not out.exists()
+
+
+def test_subsets_failure_in_a_worker_exits_2_with_its_message(tmp_path, capsys, monkeypatch):
+    from pipeline.cli import metashift as cli
+    from stages.metashift import distances
+
+    def fails(catalog, cls, *args, **kwargs):
+        raise MetaShiftError(f"{cls}: cannot be split")
+
+    graphs = {str(k): _graph({f"o{j}": {"name": f"n{(k + j) % 7}"} for j in range(4)}) for k in range(80)}
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(graphs))
+    monkeypatch.setattr(cli, "_GROUP_CLASSES", 1)  # several groups: the workers run
+    monkeypatch.setattr(distances, "community_graph", fails)  # forked workers see it too
+    args = ["metashift", "subsets", "--scene-graphs", str(path), "--out", str(tmp_path / "out"), "--workers", "2"]
+    code, out, err = _run(capsys, *args, "--min-subset-size", "5", "--min-subsets-per-class", "2")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "n0: cannot be split" in err

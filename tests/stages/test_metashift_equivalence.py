@@ -256,3 +256,43 @@ def test_prepare_keeps_the_order_and_leaves_failures_to_their_turn(planted):
         graph, reference = catalog.meta_graph(cls), alone.meta_graph(cls)
         assert graph.contexts == reference.contexts and graph.communities == reference.communities
         assert np.array_equal(graph.weights, reference.weights)
+
+
+@pytest.mark.parametrize("protocol", ["official", "subsets"])
+def test_export_bytes_do_not_depend_on_workers_or_grouping(planted, tmp_path, monkeypatch, protocol):
+    """Classes go to forked workers in groups; the files must be those of one process."""
+    from pipeline.cli import metashift as cli
+
+    index = ContextIndex.from_path(planted)
+    thresholds = Thresholds(min_subset_size=5, min_subsets_per_class=3)
+    outs, reported = [], []
+    for workers, group in ((1, 64), (3, 1), (2, 4)):
+        monkeypatch.setattr(cli, "_GROUP_CLASSES", group)
+        out = tmp_path / f"{workers}-{group}"
+        steps: list[tuple[int, int]] = []
+        cli.export_catalog(
+            SubsetCatalog(index, thresholds), out, protocol=protocol, workers=workers, progress=lambda *a: steps.append(a)
+        )
+        outs.append(out)
+        reported.append(steps)
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    classes = SubsetCatalog(index, thresholds).classes()
+    assert len(classes) >= 5 and len(files) == len(classes) + 2
+    assert list(json.loads((outs[0] / "subsets.json").read_text())["classes"]) == classes  # in the order asked
+    for other in outs[1:]:
+        assert sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file()) == files
+        for name in files:
+            assert (other / name).read_bytes() == (outs[0] / name).read_bytes(), name
+    assert reported == [[(k, len(classes)) for k in range(1, len(classes) + 1)]] * 3
+
+
+def test_reading_progress_counts_the_bytes(planted):
+    from stages.metashift.scene_graphs import iter_json_object
+
+    seen: list[int] = []
+    records = sum(1 for _ in iter_json_object(planted, chunk_chars=4096, progress=seen.append))
+    assert records == 400 and len(seen) > 10
+    assert seen == sorted(seen) and seen[-1] == planted.stat().st_size
+    whole: list[int] = []
+    ContextIndex.from_path(planted, progress=whole.append)
+    assert whole[-1] == planted.stat().st_size
