@@ -5,9 +5,10 @@ Both loops keep the gains ΔQ as a dense matrix (-inf where two communities are 
 adjacent) and, per row, its first maximum, so the pair to merge — the first largest
 gain in row-major order — is found without scanning the matrix:
 - `merge_graph`, one graph: the few communities with most neighbours ("hubs") change
-  their row at nearly every merge, so rows keep their maximum over the other columns and
-  each hub row keeps its own; a merge into a hub then re-scans only the rows whose
-  maximum was the absorbed community.
+  their row at nearly every merge, so the other rows keep their maximum over the non-hub
+  columns and each hub row its maximum over all columns; a merge into a hub then re-scans
+  only the hub's row and the rows whose maximum sat at the absorbed community (for hub
+  rows, also at the hub).
 - `merge_side_by_side`, many small graphs padded to one size: each step merges the best
   pair of every graph whose best gain is still >= 0, in the same float operations.
 """
@@ -18,135 +19,188 @@ import numpy as np
 
 HUBS = 16  # hub columns of a graph of more than 64 nodes
 _NEG = -np.inf
+_NEG_0D = np.array(_NEG)  # compared with arrays, a 0-d array costs less than a float
 
 
 class _Gains:
-    """Gains, row maxima and hub maxima of one graph during the merging."""
+    """Gains and their maxima of one graph during the merging.
+
+    `best`/`best_at`: each row's first maximum over the non-hub columns; -inf at column -1
+    for hub rows, retired rows and rows with no adjacent non-hub community. `hub_best`/
+    `hub_at`: each hub row's first maximum over all columns (any column when it is -inf).
+    A retired community's column is -inf; its row is not read again."""
 
     def __init__(self, adj: np.ndarray, q0: float):
         n = len(adj)
-        self.share = adj.sum(axis=1) * q0 * 0.5  # a_i, in the same float operations as networkx
+        degree = adj.sum(axis=1)
+        self.share = degree * q0 * 0.5  # a_i, in the same float operations as networkx
         self.gain = np.outer(self.share, self.share)  # a_i a_j, then q0 - 2 a_i a_j in place
         self.gain += self.gain
         np.subtract(q0, self.gain, out=self.gain)
         self.gain[~adj] = _NEG
         self.members: dict[int, list[int]] = {i: [i] for i in range(n)}
-        hubs = np.argsort(-adj.sum(axis=1), kind="stable")[:HUBS] if n > 64 else []
+        hubs = np.argsort(-degree, kind="stable")[:HUBS] if n > 64 else []
         self._reset(sorted(int(h) for h in hubs))
 
     def _reset(self, hubs: list[int]) -> None:
+        n = len(self.gain)
         self.hubs = hubs  # ascending
         self.hub_columns = np.array(hubs, np.int64)
-        n = len(self.gain)
-        self.best, self.best_at = np.empty(n), np.empty(n, np.int64)
-        for start in range(0, n, 256):  # a block of rows at a time: no copy of the whole matrix
-            rows = np.arange(start, min(start + 256, n))
-            self.best[rows], self.best_at[rows] = self._row_maxima(rows)
-        self.hub_best, self.hub_at = self._hub_maxima(hubs)
-
-    def _row_maxima(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First maximum (value, column) of each of `rows`, the hub columns left out."""
-        block = self.gain[rows]
-        block[:, self.hub_columns] = _NEG
-        return block.max(axis=1), block.argmax(axis=1)
-
-    def _hub_maxima(self, hubs: list[int]) -> tuple[list[float], list[int]]:
-        """First maximum (value, column) of each hub's whole row."""
+        self.hub_mask = np.zeros(n)  # -inf at the hub columns: added to a row, leaves them out
+        self.hub_mask[self.hub_columns] = _NEG
+        self.twice = np.empty(n)  # 2 a_u a_w of a merge
+        hub_gains = self.gain[:, self.hub_columns]  # -inf meanwhile: left out of the row maxima
+        self.gain[:, self.hub_columns] = _NEG
+        self.best_at = self.gain.argmax(axis=1)
+        self.best = self.gain[np.arange(n), self.best_at]
+        self.gain[:, self.hub_columns] = hub_gains
+        self.best[self.hub_columns] = _NEG
+        self.best_at[self.best == _NEG] = -1
         at = self.gain[hubs].argmax(axis=1).tolist() if hubs else []
-        return [float(self.gain[h, a]) for h, a in zip(hubs, at)], at
+        self.hub_best, self.hub_at = [float(self.gain[h, a]) for h, a in zip(hubs, at)], at
+
+    def _rescan(self, rows: np.ndarray) -> None:
+        """Row maxima of `rows` (no hub rows), the hub columns left out; column -1 where -inf."""
+        block = self.gain[rows] + self.hub_mask
+        at = block.argmax(axis=1)
+        best = block[np.arange(len(at)), at]
+        at[best == _NEG] = -1
+        self.best[rows], self.best_at[rows] = best, at
 
     def next_pair(self) -> tuple[int, int]:
         """(u, v) of the first largest gain in row-major order; (-1, -1) when it is negative."""
         u = int(self.best.argmax())
-        top = float(self.best[u])
-        if self.hub_best:
-            top = max(top, max(self.hub_best))
+        row_top = float(self.best[u])
+        hub_best = self.hub_best
+        hub_top = max(hub_best) if hub_best else _NEG
+        top = max(row_top, hub_top)
         if not top >= 0:  # -inf (no adjacent pair left) or a loss
             return -1, -1
-        # the first row holding it: the first row maximum, or the first column of a hub row
-        # (= the first row with that value in the hub's column)
-        rows = [u] if self.best[u] == top else []
-        rows += [at for value, at in zip(self.hub_best, self.hub_at) if value == top]
-        u = min(rows)
+        if hub_top < top:  # no hub row holds it, hence no hub column
+            return u, int(self.best_at[u])
+        hubs, hub_at = self.hubs, self.hub_at
+        if row_top < top and hub_best.count(top) == 1:
+            # one hub row holds it, first at column `at`; row `at` holds it only there
+            slot = hub_best.index(top)
+            hub, at = hubs[slot], hub_at[slot]
+            return (hub, at) if hub < at else (at, hub)
+        # the first row holding it: the first row maximum, a hub row or the first column of
+        # a hub row (= the first row holding it in the hub's column)
+        tied = [slot for slot, value in enumerate(hub_best) if value == top]
+        u = min([u] * (row_top == top) + [min(hubs[slot], hub_at[slot]) for slot in tied])
+        if u in hubs:
+            return u, hub_at[hubs.index(u)]
+        # its first column: the first of its row maximum and the hub columns holding it (in
+        # such a column it is the first row holding it)
         v = int(self.best_at[u]) if self.best[u] == top else len(self.gain)
-        for hub in self.hubs:  # ascending: the first tie at a smaller column wins
-            if hub >= v:
-                break
-            if self.gain[u, hub] == top:
-                return u, hub
-        return u, v
+        return u, min([v] + [hubs[slot] for slot in tied if hub_at[slot] == u])
 
     def merge(self, u: int, v: int) -> None:
         """Merge community u into v and bring the maxima up to date."""
-        row = self._merge_gains(u, v)
-        self.members[v] = self.members[v] + self.members.pop(u)
-        into_hub = v in self.hubs
-        if u in self.hubs:  # the merged community stays a hub: column v leaves the row maxima
-            slot = self.hubs.index(u)
-            del self.hubs[slot], self.hub_best[slot], self.hub_at[slot]
+        row, near_u = self._merge_gains(u, v)
+        self.members[v].extend(self.members.pop(u))
+        hubs = self.hubs
+        into_hub = v in hubs
+        if u in hubs:  # the merged community stays a hub: column v leaves the row maxima
+            slot = hubs.index(u)
+            del hubs[slot], self.hub_best[slot], self.hub_at[slot]
+            self.hub_mask[u] = 0.0
             if not into_hub:
-                slot = int(np.searchsorted(self.hubs, v))
-                self.hubs.insert(slot, v)
+                slot = int(np.searchsorted(hubs, v))
+                hubs.insert(slot, v)
                 self.hub_best.insert(slot, _NEG)
                 self.hub_at.insert(slot, 0)
-            self.hub_columns = np.array(self.hubs, np.int64)
-        self._update_rows(u, v, row, into_hub)
-        self._update_hubs(u, v, row)
+                self.hub_mask[v] = _NEG
+            self.hub_columns = np.array(hubs, np.int64)
+        if into_hub:  # column v is left out; column u became -inf in the rows near u
+            lost = near_u[self.best_at[near_u] == u]
+            if len(lost):
+                self._rescan(lost)
+        else:
+            self._update_rows(u, v, row)
+        self.best[u], self.best_at[u] = _NEG, -1
+        if hubs:
+            self._update_hubs(u, v, row)
         n = len(self.gain)
         if n > 64 and 2 * len(self.members) < n:
             # drop retired rows and columns; the order, hence every tie-break, is kept
             keep = np.array(sorted(self.members))
-            self.gain, self.share = self.gain[np.ix_(keep, keep)], self.share[keep]
+            self.gain, self.share = self.gain.take(keep, 0).take(keep, 1), self.share[keep]
             self.members = {new: self.members[old] for new, old in enumerate(keep.tolist())}
-            self._reset(np.searchsorted(keep, self.hubs).tolist())
+            self._reset(np.searchsorted(keep, hubs).tolist())
 
-    def _merge_gains(self, u: int, v: int) -> np.ndarray:
-        """Row/column v of the gains after merging u into v; u retired. Rows that are
-        neighbours of neither keep -inf at u and v."""
+    def _merge_gains(self, u: int, v: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row/column v of the gains after merging u into v (row v is returned), and the
+        neighbours of u; u retired. Rows that are neighbours of neither keep -inf at u and v."""
         gain, share = self.gain, self.share
-        gain_u, gain_v = gain[u], gain[v]
-        # neighbours of v only (most, when v is a hub): minus 2 a_u a_w; of neither: stays -inf
-        twice_u = share[u] * share
-        twice_u += twice_u  # doubled by an addition, as networkx does
-        row = gain_v - twice_u
+        gain_u, row = gain[u], gain[v]
         # neighbours of u (few): plus its gain if v's too, else u's gain minus 2 a_v a_w
-        near_u = np.flatnonzero(gain_u > _NEG)
-        gu, gv = gain_u[near_u], gain_v[near_u]
-        twice_v = share[v] * share[near_u]
-        twice_v += twice_v
-        row[near_u] = np.where(gv > _NEG, gv + gu, gu - twice_v)
-        row[u] = row[v] = _NEG
-        gain[v], gain[:, v] = row, row
-        gain[u, near_u], gain[near_u, u] = _NEG, _NEG  # u's other entries are -inf already
-        share[v] += share[u]
-        share[u] = 0.0
-        return row
-
-    def _update_rows(self, u: int, v: int, row: np.ndarray, into_hub: bool) -> None:
-        """Row maxima after the merge: rows u and v and the rows whose maximum sat at u (or
-        at v, unless v was a hub column already) are re-scanned; where v is no hub, its new
-        value wins every other row whose maximum it now reaches."""
-        best, best_at = self.best, self.best_at
-        if into_hub:
-            lost = best_at == u
+        near_u = (gain_u > _NEG_0D).nonzero()[0]
+        if len(near_u) <= 32:  # in Python floats: the same float operations, fewer calls
+            share_v = share.item(v)
+            joined = []
+            for g_u, g_v, share_w in zip(gain_u[near_u].tolist(), row[near_u].tolist(), share[near_u].tolist()):
+                if g_v > _NEG:
+                    joined.append(g_v + g_u)
+                else:
+                    twice = share_v * share_w
+                    joined.append(g_u - (twice + twice))
         else:
-            lost = (best_at == u) | (best_at == v)
-            if v not in self.hubs:
-                better = (row > best) | ((row == best) & (v < best_at))
-                better &= ~lost
-                best[better], best_at[better] = row[better], v
-        lost[u] = lost[v] = True
-        redo = np.flatnonzero(lost)
-        best[redo], best_at[redo] = self._row_maxima(redo)
+            gu, gv = gain_u[near_u], row[near_u]
+            twice_v = share[near_u] * share[v : v + 1]
+            twice_v += twice_v  # doubled by an addition, as networkx does
+            joined = gu - twice_v
+            np.add(gv, gu, out=joined, where=gv > _NEG_0D)
+        # neighbours of v only (most, when v is a hub): minus 2 a_u a_w; of neither: stays -inf
+        twice_u = np.multiply(share, share.item(u), out=self.twice)
+        twice_u += twice_u
+        np.subtract(row, twice_u, out=row)
+        row[near_u] = joined
+        row[u] = row[v] = _NEG
+        gain[:, v] = row
+        gain[:, u][near_u] = _NEG  # u's other entries are -inf already; its row is not read again
+        share[v] += share[u]
+        return row, near_u
+
+    def _update_rows(self, u: int, v: int, row: np.ndarray) -> None:
+        """Row maxima after a merge into a community that was no hub. If it is one now (u
+        was), column v leaves them and row v joins the hub rows; else its new value wins
+        every row whose maximum it now reaches. Rows whose maximum sat at u or v are
+        re-scanned."""
+        best, best_at = self.best, self.best_at
+        lost = (best_at == u) | (best_at == v)
+        if v in self.hubs:
+            best[v], best_at[v] = _NEG, -1
+            lost[v] = False
+        else:
+            better = (row > best) | ((row == best) & (v < best_at))
+            better &= ~lost
+            better[self.hub_columns] = False
+            best[better], best_at[better] = row[better], v
+            lost[v] = True
+        lost[u] = False
+        redo = lost.nonzero()[0]
+        if len(redo):
+            self._rescan(redo)
 
     def _update_hubs(self, u: int, v: int, row: np.ndarray) -> None:
-        """Hub row maxima: row v is new; another hub row changed at u (now -inf) and v."""
-        for slot, hub in enumerate(self.hubs):
-            if hub == v or self.hub_at[slot] in (u, v):
-                at = int(self.gain[hub].argmax())
-                self.hub_best[slot], self.hub_at[slot] = float(self.gain[hub, at]), at
-            elif row[hub] > self.hub_best[slot] or (row[hub] == self.hub_best[slot] and v < self.hub_at[slot]):
-                self.hub_best[slot], self.hub_at[slot] = float(row[hub]), v
+        """Hub row maxima: another hub row changed at u (now -inf) and v; row v, if a hub's,
+        is new."""
+        gain, hub_best, hub_at = self.gain, self.hub_best, self.hub_at
+        into = self.hubs.index(v) if v in self.hubs else -1
+        if into >= 0:  # found again below; meanwhile neither re-scanned nor updated
+            hub_best[into], hub_at[into] = np.inf, -1
+        values = row[self.hub_columns].tolist()
+        for slot, (value, top, at) in enumerate(zip(values, hub_best, hub_at)):
+            if at == u or at == v:
+                hub = self.hubs[slot]
+                at = int(gain[hub].argmax())
+                hub_best[slot], hub_at[slot] = float(gain[hub, at]), at
+            elif value >= top and (value > top or v < at):
+                hub_best[slot], hub_at[slot] = value, v
+        if into >= 0:
+            at = int(row.argmax())
+            hub_best[into], hub_at[into] = float(row[at]), at
 
 
 def merge_graph(adj: np.ndarray, q0: float) -> list[list[int]]:
