@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.metashift.metagraph import EDGE_CUT, cut_weights, overlap_coefficients
+from stages.metashift.metagraph import EDGE_CUT, cut_weights, intersection_counts, overlap_coefficients
 from stages.metashift.official import (
     LAYOUT_DIM,
     greedy_modularity_communities,
@@ -113,16 +113,40 @@ def build_community_graph(
 ) -> CommunityGraph:
     """Merge each community's subsets and embed the graph of merged communities."""
     names = list(communities)
-    merged = [_union([subsets[c] for c in communities[n]]) for n in names]
-    weights = cut_weights(overlap_coefficients(merged))
+    counts = _merged_counts([[subsets[c] for c in communities[n]] for n in names])
+    sizes = np.diag(counts)
+    smaller = np.minimum.outer(sizes, sizes)
+    weights = cut_weights(np.divide(counts, smaller, out=np.zeros_like(counts), where=smaller > 0))
     return CommunityGraph(
         cls=cls,
         names=names,
         members=[list(communities[n]) for n in names],
-        sizes=np.array([len(m) for m in merged]),
+        sizes=np.array([int(s) for s in sizes]),
         weights=weights,
         positions=spectral_layout(weights, LAYOUT_DIM),
     )
+
+
+def _merged_counts(groups: list[list[np.ndarray]]) -> np.ndarray:
+    """n x n images shared by the unions of groups of sorted image sets, the union sizes on
+    the diagonal (floats, exact). Up to 16 groups, each image gets one bit per group holding
+    it and the counts are those of the bit patterns: |U_i ∩ U_j| = Σ over patterns with bits
+    i and j of their images."""
+    n = len(groups)
+    if n > 16:
+        return intersection_counts([_union(g) for g in groups])
+    merged = [(bit, np.concatenate(g)) for bit, g in enumerate(groups) if g]
+    merged = [(bit, images) for bit, images in merged if len(images)]
+    if not merged:
+        return np.zeros((n, n))
+    low = min(int(images.min()) for _, images in merged)
+    bits = np.zeros(max(int(images.max()) for _, images in merged) - low + 1, np.uint8 if n <= 8 else np.uint16)
+    for bit, images in merged:
+        bits[images - low] |= 1 << bit
+    tally = np.bincount(bits[bits != 0], minlength=1 << n)  # the images of the unions only
+    patterns = np.flatnonzero(tally[1:]) + 1
+    holds = ((patterns[:, None] >> np.arange(n)) & 1).astype(float)
+    return holds.T @ (holds * tally[patterns][:, None])
 
 
 def _union(image_sets: list[np.ndarray]) -> np.ndarray:

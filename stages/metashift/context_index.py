@@ -135,24 +135,26 @@ class ContextIndex:
 
     def object_contexts(self, cls: str, contexts: list[str]) -> dict[str, np.ndarray]:
         """Images of `cls(context)` for object contexts of `cls`: the entries of the class's
-        images in the images x names matrix, kept for the wanted names and grouped by name
-        (a stable sort keeps each group's images ascending)."""
+        images in the images x names matrix, grouped by name with a stable sort (each group's
+        images stay ascending); the names not asked for sort last and are left out."""
         if not contexts:
             return {}
         images = self.images_with(cls)
         by_image = self._images_by_name()
-        starts, ends = by_image.indptr[images], by_image.indptr[images + 1]
-        lengths = ends - starts
-        entry = np.arange(int(lengths.sum())) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-        wanted = np.full(len(self.names), -1, np.int64)
-        wanted[[self._name_pos[c] for c in contexts]] = np.arange(len(contexts))
+        starts = by_image.indptr[images]
+        lengths = by_image.indptr[images + 1] - starts
+        ends = np.cumsum(lengths)
+        entry = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+        k = len(contexts)
+        wanted = np.full(len(self.names), k, np.int64)
+        wanted[[self._name_pos[c] for c in contexts]] = np.arange(k)
         column = wanted[by_image.indices[entry]]
-        keep = column >= 0
-        column, image = column[keep], np.repeat(images, lengths)[keep]
-        order = np.argsort(_narrow(column, len(contexts)), kind="stable")
-        image = image[order]
-        bounds = np.searchsorted(column[order], np.arange(len(contexts) + 1)).tolist()
-        return {c: image[bounds[k] : bounds[k + 1]] for k, c in enumerate(contexts)}
+        order = np.argsort(_narrow(column, k + 1), kind="stable")
+        bounds = np.zeros(k + 2, np.int64)
+        np.cumsum(np.bincount(column, minlength=k + 1), out=bounds[1:])
+        b = bounds.tolist()
+        image = np.repeat(images, lengths)[order[: b[k]]]
+        return {c: image[b[i] : b[i + 1]] for i, c in enumerate(contexts)}
 
     def _cooccurrence(self) -> sparse.csr_matrix:
         """names x names: images holding both objects."""

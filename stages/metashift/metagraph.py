@@ -160,42 +160,208 @@ def _nullable(values: np.ndarray) -> list[float | None]:
 
 def overlap_coefficients(subsets: list[np.ndarray]) -> np.ndarray:
     """|A ∩ B| / min(|A|, |B|) for every pair of image sets (sorted unique int arrays)."""
-    n = len(subsets)
-    if n == 0:
-        return np.zeros((0, 0))
-    sizes = np.array([len(s) for s in subsets], dtype=float)
-    smaller = np.minimum.outer(sizes, sizes)
-    counts = intersection_counts(subsets)
-    if sizes.min() > 0:
-        return np.divide(counts, smaller, out=counts)
-    return np.divide(counts, smaller, out=np.zeros((n, n)), where=smaller > 0)
+    return cut_overlaps([subsets], None)[0]
+
+
+def cut_overlaps(classes: list[list[np.ndarray]], edge_cut: float | None = EDGE_CUT) -> list[np.ndarray]:
+    """`cut_weights(overlap_coefficients(sets), edge_cut)` for each list of image sets (with
+    `edge_cut=None`, the coefficients uncut). Only the pairs of sets that share images are
+    counted and divided, and they are written into zeroed matrices: the lists of up to
+    `_TOGETHER` sets all in one pass, each larger one on its own (`_class_pairs`)."""
+    sizes = np.array([len(sets) for sets in classes], np.int64)
+    together = np.flatnonzero(sizes <= _TOGETHER).tolist()
+    weights: list[np.ndarray] = [np.zeros((0, 0))] * len(classes)
+    if together:
+        group = [classes[i] for i in together]
+        for i, w in zip(together, _weights(group, _pairs_together(group), edge_cut)):
+            weights[i] = w
+    for i in np.flatnonzero(sizes > _TOGETHER).tolist():
+        lengths = _lengths(classes[i])
+        cut = min(edge_cut, 2.0) if edge_cut is not None and edge_cut > 0 else 0.0  # coefficients are <= 1
+        # fl(c / m) >= cut needs c >= cut * m * (1 - 2^-53): fewer shared images can never make an edge
+        least = np.minimum(np.maximum(np.ceil(cut * lengths * (1 - 1e-9)), 1), lengths + 1).astype(np.int64)
+        a, b, shared = _class_pairs(classes[i], lengths, least)
+        weights[i] = _weights([classes[i]], (np.zeros(len(a), np.int64), a, b, shared), edge_cut)[0]
+    return weights
 
 
 def intersection_counts(subsets: list[np.ndarray]) -> np.ndarray:
-    """n x n |A ∩ B| (as floats, exact) of image sets (sorted unique int arrays): the Gram
-    matrix of the subset-by-image incidence. Up to 64 sets the pairs of sets sharing each
-    image are counted directly (no BLAS product: its threads cost more than these small
-    products); beyond, a sparse product."""
-    n = len(subsets)
-    lengths = np.array([len(s) for s in subsets], np.int64)
-    images = np.concatenate(subsets) if n else np.zeros(0, np.int64)
-    if n == 1 or not len(images):
-        return np.diag(lengths.astype(float))
-    if n > 64:
-        indptr = np.zeros(n + 1, np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        incidence = sparse.csr_matrix((np.ones(len(images)), images, indptr), shape=(n, int(images.max()) + 1))
-        return (incidence @ incidence.T).toarray()
-    owner = np.repeat(np.arange(n), lengths)
-    order = np.argsort(images, kind="stable")
-    images, owner = images[order], owner[order]
-    starts = np.flatnonzero(np.r_[True, images[1:] != images[:-1]])
-    sharing = np.diff(np.r_[starts, len(images)])  # sets holding each image
-    pairs_of = np.repeat(sharing, sharing)  # per entry: the pairs it starts (one per set of its image)
-    offset = np.repeat(starts, sharing) - (np.cumsum(pairs_of) - pairs_of)
-    first = np.repeat(owner, pairs_of)
-    second = owner[np.repeat(offset, pairs_of) + np.arange(int(pairs_of.sum()))]
-    return np.bincount(first * n + second, minlength=n * n).reshape(n, n).astype(float)
+    """n x n |A ∩ B| (as floats, exact) of image sets (sorted unique int arrays)."""
+    lengths = _lengths(subsets)
+    counts = np.diag(lengths.astype(float))
+    if len(subsets) > _TOGETHER:
+        a, b, shared = _class_pairs(subsets, lengths, np.ones(len(subsets), np.int64))
+    else:
+        _, a, b, shared = _pairs_together([subsets])
+    counts[a, b] = counts[b, a] = shared
+    return counts
+
+
+# Lists of up to this many sets have their pairs counted together, many lists in one pass.
+_TOGETHER = 128
+# In a larger list, a set holding more than this share of all its images is a hub: its
+# intersections come from one sparse-dense product instead of image-by-image pairs.
+_HUB_SHARE = 0.1
+_MAX_HUBS = 64
+_HUB_CELLS = 1 << 22  # images x hubs
+
+
+def _lengths(sets: list[np.ndarray]) -> np.ndarray:
+    return np.array([len(s) for s in sets], np.int64)
+
+
+def _weights(
+    classes: list[list[np.ndarray]], pairs: tuple[np.ndarray, ...], edge_cut: float | None
+) -> list[np.ndarray]:
+    """Per class, the n x n overlap coefficients (cut at `edge_cut` unless None) of the pairs
+    (class, a, b, |A ∩ B|) — each pair once, any order — written into a zeroed matrix."""
+    sizes = np.array([len(sets) for sets in classes], np.int64)
+    lengths = np.array([len(s) for sets in classes for s in sets], np.int64)
+    starts = np.cumsum(sizes) - sizes  # first set of each class
+    cells = np.zeros(len(classes) + 1, np.int64)
+    np.cumsum(sizes * sizes, out=cells[1:])
+    group, a, b, shared = pairs
+    values = shared / np.minimum(lengths[starts[group] + a], lengths[starts[group] + b])
+    if edge_cut is not None:
+        keep = ~(values < edge_cut)
+        group, a, b, values = group[keep], a[keep], b[keep], values[keep]
+    flat = np.zeros(int(cells[-1]))
+    n = sizes[group]
+    flat[cells[group] + a * n + b] = values
+    flat[cells[group] + b * n + a] = values
+    if edge_cut is None:
+        of = np.repeat(np.arange(len(classes)), sizes)
+        flat[cells[of] + (np.arange(len(lengths)) - starts[of]) * (sizes[of] + 1)] = lengths > 0
+    if len(classes) == 1:
+        return [flat.reshape(len(classes[0]), len(classes[0]))]
+    return [flat[cells[c] : cells[c + 1]].reshape(size, size).copy() for c, size in enumerate(sizes.tolist())]
+
+
+def _pairs_together(classes: list[list[np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """(class, a, b, |A ∩ B|) for every pair a < b of sets of one class that share images.
+    Grouping the entries of all classes by image gives, per image, its sets in order; each
+    run of one class's sets within an image is that image's share of the class's pairs."""
+    empty = np.zeros(0, np.int64)
+    multi = [c for c, sets in enumerate(classes) if len(sets) > 1]
+    sizes = np.array([len(classes[c]) for c in multi], np.int64)
+    sets = [s for c in multi for s in classes[c]]
+    lengths = _lengths(sets)
+    if not lengths.sum():
+        return empty, empty, empty, empty
+    holders, bounds = _by_image(sets, lengths)
+    of = np.repeat(np.arange(len(multi)), sizes)  # class of each set
+    local = np.arange(len(sets)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    cells = np.zeros(len(multi) + 1, np.int64)
+    np.cumsum(sizes * sizes, out=cells[1:])
+    runs = of[holders]
+    starts = np.zeros(len(runs) + 1, bool)
+    starts[1:-1] = runs[1:] != runs[:-1]
+    starts[bounds] = True
+    # a pair (a, b) is counted at cell a * n + b of its class's n x n block
+    codes = _pair_codes(np.flatnonzero(starts), holders, cells[of] + local * sizes[of], local)
+    shared = np.bincount(codes, minlength=int(cells[-1]))
+    found = np.flatnonzero(shared)
+    group = np.searchsorted(cells, found, side="right") - 1
+    a, b = np.divmod(found - cells[group], sizes[group])
+    return np.array(multi, np.int64)[group], a, b, shared[found]
+
+
+def _by_image(sets: list[np.ndarray], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(holders, bounds): the entries of the sets grouped by image, each image's sets in
+    ascending order, with the bounds of the images' groups (start of each, then the end)."""
+    images = np.concatenate(sets)
+    width = int(images.max()) + 1
+    if len(images) * 8 < width:  # few entries over a wide span: sort them
+        owner = np.repeat(np.arange(len(sets)), lengths)
+        order = np.argsort(images, kind="stable")
+        images = images[order]
+        starts = np.ones(len(images) + 1, bool)
+        starts[1:-1] = images[1:] != images[:-1]
+        return owner[order], np.flatnonzero(starts)
+    incidence, bounds = _incidence(sets, lengths, np.int8, width)
+    return incidence.indices, bounds
+
+
+def _class_pairs(sets: list[np.ndarray], lengths: np.ndarray, least: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(a, b, |A ∩ B|) for the pairs of sets a != b of one class that share at least
+    min(least[a], least[b]) >= 1 images (`least` never falls as sets grow), each pair once.
+
+    The few largest sets (hubs) take part in most pairs; their intersections with every set
+    are one product of the sparse incidence with the hubs' dense image marks. The pairs of
+    the other sets are counted image by image, with the sets in ascending length so that
+    the smaller set of a pair comes first and sets its threshold."""
+    n = len(sets)
+    empty = np.zeros(0, np.int64)
+    images = np.concatenate(sets) if n else empty
+    if not len(images):
+        return empty, empty, empty
+    width = int(images.max()) + 1
+    hubs = np.flatnonzero(lengths > _HUB_SHARE * np.count_nonzero(np.bincount(images, minlength=width)))
+    cap = min(_MAX_HUBS, _HUB_CELLS // width)
+    if len(hubs) > cap:
+        hubs = np.sort(np.argsort(-lengths, kind="stable")[:cap])
+    rest = np.ones(n, bool)
+    rest[hubs] = False
+    rest = np.flatnonzero(rest)
+    rest = rest[np.argsort(lengths[rest], kind="stable")]
+    dtype = np.float32 if len(images) < 1 << 24 else np.float64  # counts stay exact
+    by_image, bounds = _incidence([sets[i] for i in rest], lengths[rest], dtype, width)
+    k = len(rest)
+    # a pair (a < b in ascending length) is counted at cell b * k + a
+    shared = np.bincount(_pair_codes(bounds, by_image.indices, np.arange(k), np.arange(k) * k), minlength=k * k)
+    found = np.flatnonzero(shared.reshape(k, k) >= least[rest])
+    high, low = np.divmod(found, k)
+    parts = [(rest[low], rest[high], shared[found])]
+    if len(hubs):
+        h = len(hubs)
+        hub_images = np.concatenate([sets[i] for i in hubs])
+        marks = np.zeros((width, h), dtype)
+        marks.ravel()[hub_images * h + np.repeat(np.arange(h), lengths[hubs])] = 1
+        indptr = np.zeros(h + 1, np.int64)
+        np.cumsum(lengths[hubs], out=indptr[1:])
+        hub_sets = sparse.csr_matrix((np.ones(len(hub_images), dtype), hub_images, indptr), shape=(h, width))
+        among = np.triu((hub_sets @ marks).astype(np.int64), 1)
+        a, j = np.nonzero(among >= np.minimum.outer(least[hubs], least[hubs]))
+        parts.append((hubs[a], hubs[j], among[a, j]))
+        if k:
+            with_hubs = (by_image @ marks).astype(np.int64)
+            a, j = np.nonzero(with_hubs >= np.minimum.outer(least[rest], least[hubs]))
+            parts.append((rest[a], hubs[j], with_hubs[a, j]))
+    a, b, shared = (np.concatenate(p) for p in zip(*parts))
+    return a, b, shared
+
+
+def _incidence(
+    sets: list[np.ndarray], lengths: np.ndarray, dtype: type, width: int
+) -> tuple[sparse.csc_matrix, np.ndarray]:
+    """The sets x images incidence by image (CSC: each image's sets in ascending order) and
+    its column bounds."""
+    images = np.concatenate(sets) if sets else np.zeros(0, np.int64)
+    indptr = np.zeros(len(sets) + 1, np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    by_image = sparse.csr_matrix((np.ones(len(images), dtype), images, indptr), shape=(len(sets), width)).tocsc()
+    return by_image, by_image.indptr
+
+
+def _pair_codes(bounds: np.ndarray, holders: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """first[x] + second[y] for every pair of entries x before y within one run of `holders`
+    (runs split at `bounds`). Entries sorted by how many partners follow them make the pairs
+    at each distance d one gather: the entries with at least d followers, and those d later."""
+    later = np.repeat(bounds[1:] - 1, np.diff(bounds)) - np.arange(len(holders))
+    at_least = np.cumsum(np.bincount(later)[::-1])[::-1] if len(later) else np.zeros(1, np.int64)
+    if len(at_least) < 2:
+        return np.zeros(0, np.int64)
+    by_later = np.argsort(~later.astype(np.uint8) if len(at_least) <= 256 else -later, kind="stable")
+    head = first[holders[by_later[: at_least[1]]]]
+    tail = second[holders]
+    codes = np.empty(int(at_least[1:].sum()), np.int64)
+    step = np.empty(int(at_least[1]), np.int64)
+    pos = 0
+    for d, count in enumerate(at_least[1:].tolist(), 1):
+        np.take(tail[d:], by_later[:count], out=step[:count])
+        np.add(head[:count], step[:count], out=codes[pos : pos + count])
+        pos += count
+    return codes
 
 
 def build_meta_graph(
@@ -209,10 +375,7 @@ def build_meta_graphs(
 ) -> list[MetaGraph]:
     """`build_meta_graph` of several (class, subsets): their communities are found together."""
     contexts = [sorted(subsets, key=lambda c: f"{cls}({c})") for cls, subsets in classes]
-    weights = [
-        _cut(overlap_coefficients([subsets[c] for c in order]), edge_cut)
-        for (_, subsets), order in zip(classes, contexts)
-    ]
+    weights = cut_overlaps([[subsets[c] for c in order] for (_, subsets), order in zip(classes, contexts)], edge_cut)
     return [
         MetaGraph(
             cls=cls,
