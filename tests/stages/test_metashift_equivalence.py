@@ -123,7 +123,7 @@ def test_subsets_are_the_intersections(planted):
 
 @pytest.mark.parametrize("n", [1, 7, 64, 65, 150])
 def test_overlap_coefficients_equal_set_arithmetic(n):
-    """Both ways of counting (pairs per image up to 64 sets, a sparse product beyond)."""
+    """Both ways of counting (lists of up to 128 sets together, larger ones alone with their hubs)."""
     rng = np.random.default_rng(n)
     sets = [np.unique(rng.integers(0, 300, rng.integers(1, 120))) for _ in range(n)]
     sets[0] = sets[-1][::2].copy()  # nested sets: coefficient 1
