@@ -80,7 +80,9 @@ def contact_sheet(out: str | Path, dest: str | Path, rows: int | None = None, co
         if sample.scale is not None:
             scales[sample.config].add(sample.scale)
     sections = shift_sections(prov["configs"], selected, {c: sorted(s) for c, s in scales.items()}, most)
-    blocks = [SourceBlock(key, clean.get(key), _cells(key, samples, images)) for key in keys]
+    # a prompts source has no image to show: its clean column says so instead of "no source"
+    absent = "prompt" if prov.get("manifest", {}).get("source", {}).get("kind") == "prompts" else None
+    blocks = [SourceBlock(key, clean.get(key, absent), _cells(key, samples, images)) for key in keys]
     return draw_shift_sheet(sections, blocks, Path(dest), tile)
 
 

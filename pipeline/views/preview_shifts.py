@@ -127,7 +127,7 @@ Cell = np.ndarray | str   # the sample's pixels, or why there are none ("rejecte
 @dataclass
 class SourceBlock:
     source_key: str
-    clean: np.ndarray | None
+    clean: np.ndarray | str | None  # a str: why there is no clean image (shown in its tile)
     cells: dict[CellRef, Cell]
 
 
@@ -152,7 +152,7 @@ def draw_shift_sheet(sections: list[Section], blocks: list[SourceBlock], dest: P
             y += HEADER_H
             for row in section.rows:
                 _draw_label(draw, font, row.label, y, tile)
-                _paste(sheet, font, block.clean if block.clean is not None else "no source", LABEL_W, y, tile)
+                _paste(sheet, font, "no source" if block.clean is None else block.clean, LABEL_W, y, tile)
                 for c, level in enumerate(section.columns, start=1):
                     ref = row.cells.get(level)
                     cell = block.cells.get(ref, "missing") if ref is not None else None

@@ -270,9 +270,8 @@ def test_export_bytes_do_not_depend_on_workers_or_grouping(planted, tmp_path, mo
         monkeypatch.setattr(cli, "_GROUP_CLASSES", group)
         out = tmp_path / f"{workers}-{group}"
         steps: list[tuple[int, int]] = []
-        cli.export_catalog(
-            SubsetCatalog(index, thresholds), out, protocol=protocol, workers=workers, progress=lambda *a: steps.append(a)
-        )
+        catalog = SubsetCatalog(index, thresholds)
+        cli.export_catalog(catalog, out, protocol=protocol, workers=workers, progress=lambda *a, to=steps: to.append(a))
         outs.append(out)
         reported.append(steps)
     files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())

@@ -317,11 +317,12 @@ def test_build_release_end_to_end(slider, tmp_path):
             assert np.array_equal(tile, by_key[f"000_goldfish-seed000{seed}-{tag}"])
     # the shifts layout: one row for the shift, columns clean (a prompt has no source image) then the
     # scales, for the first trajectory
-    from pipeline.views.preview_shifts import HEADER_H, LABEL_W, MISSING_FILL
+    from pipeline.views.preview_shifts import FONT_SIZE, HEADER_H, LABEL_W, label_font, marker_tile
 
     sheet = np.asarray(Image.open(contact_sheet(tmp_path, tmp_path / "s.png", tile=32, layout="shifts")))
     assert sheet.shape == (HEADER_H + 36, LABEL_W + 4 * 36, 3)
-    assert (sheet[HEADER_H : HEADER_H + 32, LABEL_W : LABEL_W + 32] == MISSING_FILL).all(axis=2).mean() > 0.5
+    clean = sheet[HEADER_H : HEADER_H + 32, LABEL_W : LABEL_W + 32]
+    assert np.array_equal(clean, np.asarray(marker_tile("prompt", 32, label_font(FONT_SIZE))))  # not "no source"
     for c, tag in enumerate(("s0p0", "s1p0", "s2p0"), start=1):
         tile = sheet[HEADER_H : HEADER_H + 32, LABEL_W + c * 36 : LABEL_W + c * 36 + 32]
         assert np.array_equal(tile, by_key[f"000_goldfish-seed0000-{tag}"])

@@ -178,3 +178,29 @@ def test_a_sample_absent_for_the_source_is_marked(tmp_path):
     for c in (0, 2):  # no source image; no fog-2 sample
         grey = (cell(sheet, 0, HEADER_H, 0, c, 16).reshape(-1, 3) == MISSING_FILL).all(axis=1).mean()
         assert 0.5 < grey < 1
+
+
+def test_sources_chosen_by_ok_configs_then_source_order(tmp_path):
+    """Without named sources, the sheet shows the sources ok in the most selected configs,
+    ties in source order, and never one with no ok sample."""
+    import pyarrow as pa
+
+    from pipeline.views.preview import _chosen_sources
+
+    rows = [  # (source, config, status), in source order as samples.parquet keeps it
+        ("a", "blur", "ok"), ("a", "noise", "rejected"), ("a", "fog", "ok"),
+        ("b", "blur", "ok"), ("b", "noise", "ok"), ("b", "fog", "ok"),
+        ("c", "blur", "error"), ("c", "noise", "rejected"),
+        ("d", "blur", "ok"), ("d", "noise", "ok"), ("d", "fog", "error"),
+        ("e", "blur", "ok"), ("e", "other", "ok"), ("e", "other2", "ok"),
+    ]
+    table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(["source_key", "config", "status"])})
+    pq.write_table(table, tmp_path / "samples.parquet")
+    selected = ["blur", "noise", "fog"]
+    assert _chosen_sources(tmp_path, selected, [], 1) == ["b"]
+    assert _chosen_sources(tmp_path, selected, [], 3) == ["b", "a", "d"]  # a before d: source order
+    assert _chosen_sources(tmp_path, selected, [], 10) == ["b", "a", "d", "e"]  # c has no ok sample
+    assert _chosen_sources(tmp_path, ["noise"], [], 10) == ["b", "d"]  # only the selected configs count
+    assert _chosen_sources(tmp_path, selected, ["c", "a", "c"], 1) == ["c", "a"]  # named: as given, once
+    with pytest.raises(ValueError, match="source 'zz' has no sample in the selected configs"):
+        _chosen_sources(tmp_path, selected, ["zz"], 1)
