@@ -44,7 +44,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=None,
-        help="processes that share the classes (default: the CPUs available, at most 8); "
+        help="processes that share the classes, on Linux (default: the CPUs available, at most 8); "
         "the output does not depend on it",
     )
     _protocol_arg(p)
@@ -221,11 +221,12 @@ def _export_group(group: list[str]) -> list[tuple[str, str, str, int]]:
 
 
 def _map_in_order(function: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[Any]:
-    """`map(function, items)`, by `workers` forked processes when more than one (and the
-    platform forks); results come back in the order of `items`."""
+    """`map(function, items)`, by `workers` forked processes when more than one (on Linux:
+    elsewhere forking a process that holds NumPy's BLAS is not safe, and it runs here);
+    results come back in the order of `items`."""
     import multiprocessing
 
-    if workers <= 1 or len(items) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1 or len(items) <= 1 or not sys.platform.startswith("linux"):
         yield from map(function, items)
         return
     from concurrent.futures import ProcessPoolExecutor
