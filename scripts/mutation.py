@@ -341,6 +341,9 @@ def main() -> None:
     for group in args.groups:
         row = run_group(group, args.keep)
         results["groups"][group] = row
+        not_run = {k: v for k, v in results.pop("not_run", {}).items() if k.split(" ")[0] != group}
+        if not_run:
+            results["not_run"] = not_run
         print(f"{group:22s} {row['killed']}/{row['mutants']} killed ({row['score']:.1%}; "
               f"{row['score_without_equivalent']:.1%} without equivalent), {row['seconds']} s", flush=True)
         save(results, args.results)
