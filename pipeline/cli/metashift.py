@@ -309,12 +309,11 @@ def cmd_subsets(args: argparse.Namespace) -> int:
 
 
 def _available_cpus() -> int:
+    """The CPUs this process may run on (all of them where there is no affinity), at most 8."""
     import os
 
-    try:
-        return max(1, min(len(os.sched_getaffinity(0)), 8))
-    except AttributeError:  # no affinity on this platform
-        return max(1, min(os.cpu_count() or 1, 8))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, 8))
 
 
 class _Progress:

@@ -175,9 +175,9 @@ def cut_overlaps(classes: list[list[np.ndarray]], edge_cut: float | None = EDGE_
         group = [classes[i] for i in together]
         for i, w in zip(together, _weights(group, _pairs_together(group), edge_cut)):
             weights[i] = w
+    cut = min(edge_cut, 2.0) if edge_cut is not None and edge_cut > 0 else 0.0  # coefficients are <= 1
     for i in np.flatnonzero(sizes > _TOGETHER).tolist():
         lengths = _lengths(classes[i])
-        cut = min(edge_cut, 2.0) if edge_cut is not None and edge_cut > 0 else 0.0  # coefficients are <= 1
         # fl(c / m) >= cut needs c >= cut * m * (1 - 2^-53): fewer shared images can never make an edge
         least = np.minimum(np.maximum(np.ceil(cut * lengths * (1 - 1e-9)), 1), lengths + 1).astype(np.int64)
         a, b, shared = _class_pairs(classes[i], lengths, least)

@@ -152,44 +152,44 @@ class SubsetCatalog:
         """`classes` (each passing `check`) cut, in order, into runs of at most `max_cells`
         subset pairs (a larger class alone) and at most `max_classes` classes: the units
         of work whose meta-graphs `prepare` builds together."""
-        found: list[list[str]] = []
-        cells = 0
-        for cls in classes:
-            n = self.check(cls)
-            if not found or cells + n * n > max_cells or (max_classes and len(found[-1]) >= max_classes):
-                found.append([])
-                cells = 0
-            found[-1].append(cls)
-            cells += n * n
-        return found
+        return _grouped([(cls, self.check(cls)) for cls in classes], max_cells, max_classes)
 
     def prepare(self, classes: Iterable[str], max_cells: int = 1 << 22) -> Iterator[str]:
         """Yield each of `classes` once its subsets and meta-graph are cached. They are built
-        a group at a time (up to `max_cells` subset pairs), so the communities of many small
-        classes are found together; `forget` each class when done to keep memory bounded.
-        A class that fails (unknown, too few subsets) is left to fail when it is asked for."""
-        group: list[str] = []
-        cells = 0
+        a group at a time (`groups`), so the communities of many small classes are found
+        together; `forget` each class when done to keep memory bounded. A class that fails
+        (unknown, too few subsets) is left to fail when it is asked for."""
+        counted: list[tuple[str, int]] = []  # the classes since the last failing one
         for cls in classes:
             try:
-                n = self.check(cls)
+                counted.append((cls, self.check(cls)))
             except MetaShiftError:
-                yield from self._build_group(group)  # the classes before it first, as asked
-                group, cells = [], 0
+                for group in _grouped(counted, max_cells):  # the classes before it first, as asked
+                    yield from self._build_group(group)
+                counted = []
                 yield cls
-                continue
-            if group and cells + n * n > max_cells:
-                yield from self._build_group(group)
-                group, cells = [], 0
-            group.append(cls)
-            cells += n * n
-        yield from self._build_group(group)
+        for group in _grouped(counted, max_cells):
+            yield from self._build_group(group)
 
     def _build_group(self, group: list[str]) -> Iterator[str]:
         todo = [cls for cls in group if cls not in self._graphs]
         for cls, graph in zip(todo, build_meta_graphs([(cls, self.subsets(cls)) for cls in todo])):
             self._graphs[cls] = graph
         yield from group
+
+
+def _grouped(counted: list[tuple[str, int]], max_cells: int, max_classes: int | None = None) -> list[list[str]]:
+    """Classes with their subset counts n, cut in order into runs of at most `max_cells`
+    n x n cells (a larger class alone) and at most `max_classes` classes."""
+    found: list[list[str]] = []
+    cells = 0
+    for cls, n in counted:
+        if not found or cells + n * n > max_cells or (max_classes and len(found[-1]) >= max_classes):
+            found.append([])
+            cells = 0
+        found[-1].append(cls)
+        cells += n * n
+    return found
 
 
 def _suggest(name: str, choices: list[str]) -> str:
