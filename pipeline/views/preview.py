@@ -80,9 +80,7 @@ def contact_sheet(out: str | Path, dest: str | Path, rows: int | None = None, co
         if sample.scale is not None:
             scales[sample.config].add(sample.scale)
     sections = shift_sections(prov["configs"], selected, {c: sorted(s) for c, s in scales.items()}, most)
-    # a prompts source has no image to show: its clean column says so instead of "no source"
-    absent = "prompt" if prov.get("manifest", {}).get("source", {}).get("kind") == "prompts" else None
-    blocks = [SourceBlock(key, clean.get(key, absent), _cells(key, samples, images)) for key in keys]
+    blocks = [SourceBlock(key, clean.get(key), _cells(key, samples, images)) for key in keys]
     return draw_shift_sheet(sections, blocks, Path(dest), tile)
 
 
@@ -164,23 +162,24 @@ def _cells(source_key: str, samples: list[Sample], images: dict) -> dict:
     return cells
 
 
-def _clean_images(prov: dict, wanted: set[str]) -> dict[str, np.ndarray]:
-    """The unshifted source images, for a first column to compare against; none for a
-    source that is no longer readable here, or an item that fails to load (its samples
-    are error rows anyway): the sheet is still useful without them."""
+def _clean_images(prov: dict, wanted: set[str]) -> dict[str, np.ndarray | str]:
+    """The unshifted source images, for a first column to compare against ("prompt" for an
+    item of a pixel-less source, generated from its prompt); none for a source that is no
+    longer readable here, or an item that fails to load (its samples are error rows
+    anyway): the sheet is still useful without them."""
     from pipeline.core.manifest import ManifestError, parse_release
     from pipeline.sources import SourceError, open_source
 
-    found: dict[str, np.ndarray] = {}
+    found: dict[str, np.ndarray | str] = {}
     try:
         source = open_source(parse_release(prov["manifest"]).source)
         seen = 0
         for item in source.index():
             if item.key in wanted:
                 seen += 1
-                image = _load_or_none(source, item)
-                if image is not None:
-                    found[item.key] = image
+                clean = _clean_or_none(source, item)
+                if clean is not None:
+                    found[item.key] = clean
                 if seen == len(wanted):
                     break
     except (ManifestError, SourceError, OSError):
@@ -188,15 +187,16 @@ def _clean_images(prov: dict, wanted: set[str]) -> dict[str, np.ndarray]:
     return found
 
 
-def _load_or_none(source, item) -> np.ndarray | None:
+def _clean_or_none(source, item) -> np.ndarray | str | None:
     try:
-        return source.load(item).image
+        image = source.load(item).image
     except Exception:  # noqa: BLE001 - a bad item: the build made its samples error rows too
         return None
+    return "prompt" if image is None else image  # no pixels: a prompts source
 
 
 def _grid_sheet(configs: list[str], keys: list[str], samples: list[Sample], images: dict,
-                clean: dict[str, np.ndarray], dest: Path, tile: int, most: int) -> Path:
+                clean: dict[str, np.ndarray | str], dest: Path, tile: int, most: int) -> Path:
     grid: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     columns: list[str] = []
     for config in configs:
@@ -208,8 +208,9 @@ def _grid_sheet(configs: list[str], keys: list[str], samples: list[Sample], imag
                 if sample.scale == scale:
                     grid[sample.source_key].setdefault(column, images[sample])
     columns = columns[:most]
-    if clean:
-        for source_key, image in clean.items():
+    pictures = {key: image for key, image in clean.items() if isinstance(image, np.ndarray)}
+    if pictures:
+        for source_key, image in pictures.items():
             grid[source_key]["clean"] = image
         columns = ["clean", *columns]
     return _draw_grid(grid, keys, columns, dest, tile)
